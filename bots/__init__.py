@@ -1,0 +1,1 @@
+"""dify-bots front doors: CLI, Telegram, Slack and the OpenAI-compatible API."""

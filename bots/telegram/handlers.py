@@ -1,0 +1,183 @@
+"""aiogram handlers: commands, text messages and the streamed answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiogram import Bot, F, Router
+from aiogram.filters import Command
+from aiogram.types import Message
+
+from bots.telegram.addressing import GROUP_TYPES, addressed_query, chat_key, topic_of
+from bots.telegram.surface import TelegramSurface
+from core.errors import BotError
+from core.render.renderer import RenderStats, StreamRenderer
+from core.render.surface import SurfaceError, SurfaceRateLimited
+from core.render.throttle import Clock, Sleep, ThrottleRegistry
+from core.service import ChatService
+from core.texts import Lang, language_for, text
+
+log = logging.getLogger(__name__)
+
+COMMANDS = {
+    "start": "Start talking to the assistant",
+    "help": "How to use this bot",
+    "reset": "Start a new conversation",
+}
+
+
+@dataclass(slots=True)
+class TelegramContext:
+    """Everything the handlers need, passed in by the composition root."""
+
+    service: ChatService
+    throttles: ThrottleRegistry
+    private_interval: float = 1.0
+    group_interval: float = 3.0
+    allowed_users: frozenset[int] = frozenset()
+    allowed_chats: frozenset[int] = frozenset()
+    status_delay: float = 1.0
+    clock: Clock | None = None
+    sleep: Sleep | None = None
+    on_answer: Callable[[RenderStats], Awaitable[None]] | None = None
+    opening_statement: str | None = None
+    active: dict[StreamRenderer, asyncio.Task[Any]] = field(default_factory=dict)
+
+    def interval(self, chat_type: str) -> float:
+        return self.group_interval if chat_type in GROUP_TYPES else self.private_interval
+
+    def allowed(self, message: Message) -> bool:
+        """Answered when the chat or the sender is allowed; with both lists empty, everyone is."""
+        if not self.allowed_users and not self.allowed_chats:
+            return True
+        user_id = message.from_user.id if message.from_user else None
+        return message.chat.id in self.allowed_chats or user_id in self.allowed_users
+
+
+def _lang(message: Message) -> Lang:
+    return language_for(message.from_user.language_code if message.from_user else None)
+
+
+async def _say(ctx: TelegramContext, bot: Bot, message: Message, body: str) -> None:
+    """A short one-off reply (commands, refusals), sharing the chat's send budget."""
+    throttle = ctx.throttles.get(message.chat.id, ctx.interval(message.chat.type))
+    surface = TelegramSurface(
+        bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id
+    )
+    for _ in range(3):
+        await throttle.take(ctx.sleep or asyncio.sleep)
+        try:
+            await surface.send(body, final=True)
+            return
+        except SurfaceRateLimited as exc:
+            throttle.pause(exc.retry_after)
+        except SurfaceError as exc:
+            log.warning("could not reply in chat %s: %r", message.chat.id, exc)
+            return
+        finally:
+            throttle.release()
+
+
+def build_router(ctx: TelegramContext) -> Router:
+    router = Router(name="dify-bots")
+
+    @router.message(Command("start", ignore_case=True))
+    async def start(message: Message, bot: Bot) -> None:
+        if not ctx.allowed(message):
+            await _say(ctx, bot, message, text("not_allowed", _lang(message)))
+            return
+        greeting = ctx.opening_statement or text("greeting", _lang(message))
+        await _say(ctx, bot, message, greeting)
+
+    @router.message(Command("help", ignore_case=True))
+    async def help_command(message: Message, bot: Bot) -> None:
+        await _say(ctx, bot, message, text("help", _lang(message)))
+
+    @router.message(Command("reset", "new", ignore_case=True))
+    async def reset(message: Message, bot: Bot) -> None:
+        if not ctx.allowed(message):
+            await _say(ctx, bot, message, text("not_allowed", _lang(message)))
+            return
+        try:
+            existed = await ctx.service.reset(chat_key(message, bot_id=bot.id))
+        except BotError as exc:
+            from core.texts import friendly_error
+
+            await _say(ctx, bot, message, friendly_error(exc, _lang(message)))
+            return
+        await _say(ctx, bot, message, text("reset_done" if existed else "reset_empty", _lang(message)))
+
+    @router.message(F.text.startswith("/"))
+    async def unknown_command(message: Message, bot: Bot) -> None:
+        me = await bot.me()
+        command = (message.text or "").split(maxsplit=1)[0]
+        mention = command.partition("@")[2]
+        if mention and mention.lower() != (me.username or "").lower():
+            return  # a command for another bot
+        if message.chat.type in GROUP_TYPES and not mention:
+            return  # unaddressed commands in groups may belong to other bots
+        await _say(ctx, bot, message, text("unknown_command", _lang(message)))
+
+    @router.message(F.text)
+    async def on_text(message: Message, bot: Bot) -> None:
+        addressed = addressed_query(message, me=await bot.me())
+        if addressed is None:
+            return
+        if not ctx.allowed(message):
+            await _say(ctx, bot, message, text("not_allowed", _lang(message)))
+            return
+        if not addressed.query:
+            await _say(ctx, bot, message, text("help", _lang(message)))
+            return
+        await answer(ctx, bot, message, addressed.query)
+
+    @router.message(F.chat.type == "private")
+    async def non_text(message: Message, bot: Bot) -> None:
+        await _say(ctx, bot, message, text("empty_message", _lang(message)))
+
+    return router
+
+
+async def answer(ctx: TelegramContext, bot: Bot, message: Message, query: str) -> RenderStats:
+    """Stream Dify's answer to `query` into the chat as a reply to `message`."""
+    surface = TelegramSurface(
+        bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id
+    )
+    throttle = ctx.throttles.get(message.chat.id, ctx.interval(message.chat.type))
+    extra: dict[str, Any] = {}
+    if ctx.clock is not None:
+        extra["clock"] = ctx.clock
+    if ctx.sleep is not None:
+        extra["sleep"] = ctx.sleep
+    async with ctx.service.reply(chat_key(message, bot_id=bot.id), query) as stream:
+        renderer = StreamRenderer(
+            surface,
+            throttle=throttle,
+            lang=_lang(message),
+            status_delay=ctx.status_delay,
+            stop_source=stream.stop,
+            **extra,
+        )
+        task = asyncio.current_task()
+        if task is not None:
+            ctx.active[renderer] = task
+        try:
+            stats = await renderer.render(stream)
+        finally:
+            ctx.active.pop(renderer, None)
+    log.info(
+        "answered chat %s: %s, %d sends, %d edits, %d rate-limited",
+        message.chat.id,
+        stats.outcome,
+        stats.sends,
+        stats.edits,
+        stats.rate_limited,
+        extra={"platform": "telegram", "chat_id": message.chat.id, "task_id": stream.task_id},
+    )
+    if ctx.on_answer is not None:
+        await ctx.on_answer(stats)
+    return stats

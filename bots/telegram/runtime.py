@@ -1,0 +1,156 @@
+"""TelegramBot: the aiogram Bot and Dispatcher, de-duplication, per-chat ordering, polling or webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlparse
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BotCommand, TelegramObject, Update, User
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+
+from bots.ordering import ChatGate
+from bots.telegram.handlers import COMMANDS, TelegramContext, build_router
+from core.conversations import ConversationStore
+from core.errors import BotError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+
+def open_bot(token: str, api_base: str) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_base.rstrip("/")))
+    return Bot(token, session=session)
+
+
+class TelegramBot:
+    """One Telegram bot. `async with` logs in (getMe) and registers commands; then poll or mount a webhook."""
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        api_base: str,
+        store: ConversationStore,
+        context: TelegramContext,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+    ) -> None:
+        self.bot = open_bot(token, api_base)
+        self.store = store
+        self.context = context
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
+        self.dispatcher = Dispatcher()
+        self.dispatcher.include_router(build_router(context))
+        self.dispatcher.update.outer_middleware(self._in_order_once)
+        self._gate = ChatGate()
+        self._polling: asyncio.Task[None] | None = None
+        self.me: User | None = None
+
+    async def __aenter__(self) -> Self:
+        self.me = await self.bot.me()
+        try:
+            await self.bot.set_my_commands(
+                [BotCommand(command=c, description=d) for c, d in COMMANDS.items()]
+            )
+        except TelegramAPIError as exc:
+            log.warning("could not register commands: %s", exc.message)
+        if self.context.opening_statement is None:
+            try:
+                params = await self.context.service.dify.parameters()
+                self.context.opening_statement = str(params.get("opening_statement") or "") or None
+            except BotError as exc:
+                log.warning("could not read the app's opening statement: %r", exc)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop_polling()
+        await self.bot.session.close()
+
+    # ---- update pipeline ------------------------------------------------------------------------
+
+    async def _in_order_once(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        """Serialize each chat's updates in arrival order and answer a redelivered update only once."""
+        assert isinstance(event, Update)
+        message = event.message
+        key = (
+            (message.chat.id, message.message_thread_id if message.is_topic_message else None)
+            if message
+            else None
+        )
+        turn = self._gate.turn(key) if key is not None else None  # queued now, before any await
+        if turn is None:
+            return await self._once(handler, event, data)
+        async with turn:
+            return await self._once(handler, event, data)
+
+    async def _once(self, handler: Handler, event: Update, data: dict[str, Any]) -> Any:
+        try:
+            first = await self.store.first_delivery("telegram", f"{self.bot.id}:{event.update_id}")
+        except StoreUnavailable as exc:
+            log.warning("cannot de-duplicate update %s: %r", event.update_id, exc)
+            first = True  # better a rare double answer than a lost message
+        if not first:
+            log.info("update %s was already handled", event.update_id)
+            return None
+        return await handler(event, data)
+
+    # ---- transports -----------------------------------------------------------------------------
+
+    async def start_polling(self) -> None:
+        """Long polling in the background (any webhook is removed first)."""
+        await self.bot.delete_webhook(drop_pending_updates=False)
+        self._polling = asyncio.create_task(
+            self.dispatcher.start_polling(
+                self.bot,
+                handle_signals=False,
+                close_bot_session=False,
+                polling_timeout=20,
+                allowed_updates=self.dispatcher.resolve_used_update_types(),
+            ),
+            name="telegram polling",
+        )
+
+    async def stop_polling(self) -> None:
+        if self._polling is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            await self.dispatcher.stop_polling()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(self._polling, timeout=5)
+        self._polling = None
+
+    def webhook_path(self) -> str:
+        if not self.webhook_url:
+            raise RuntimeError("no webhook URL configured")
+        return urlparse(self.webhook_url).path or "/"
+
+    def mount_webhook(self, app: web.Application) -> None:
+        """Serve Telegram's webhook on `app`; updates are answered at once and handled in the background."""
+        SimpleRequestHandler(
+            dispatcher=self.dispatcher,
+            bot=self.bot,
+            secret_token=self.webhook_secret,
+            handle_in_background=True,
+        ).register(app, path=self.webhook_path())
+
+    async def register_webhook(self) -> None:
+        assert self.webhook_url is not None
+        await self.bot.set_webhook(
+            self.webhook_url,
+            secret_token=self.webhook_secret,
+            allowed_updates=self.dispatcher.resolve_used_update_types(),
+        )

@@ -1,0 +1,1 @@
+"""dify-bots core: platform-neutral Dify streaming, conversations and rendering."""

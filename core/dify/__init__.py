@@ -1,0 +1,1 @@
+"""Dify Service API: SSE decoding, events, errors and the HTTP client."""

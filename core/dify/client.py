@@ -1,0 +1,252 @@
+"""DifyClient: one aiohttp session for streaming chat/workflow runs and the small JSON endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+
+from core.dify.errors import (
+    DifyAppUnavailable,
+    DifyError,
+    DifyProtocolError,
+    DifyTimeout,
+    DifyTransportError,
+    classify,
+)
+from core.dify.events import StreamEvent, event_from_json
+from core.dify.sse import SSEDecodeError, SSEDecoder, SSEMessage
+
+log = logging.getLogger(__name__)
+
+CHAT_MODES = frozenset({"chat", "agent-chat", "advanced-chat", "agent"})
+WORKFLOW_MODE = "workflow"
+DEFAULT_RETRY_DELAYS = (0.5, 2.0)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class AppInfo:
+    """What GET /info says about the app."""
+
+    name: str
+    mode: str
+    description: str = ""
+
+
+class DifyClient:
+    """Talks to one Dify app. Retries only before a stream has started; never after."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        app_mode: str = "",
+        workflow_input: str = "query",
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        sleep: Sleep = asyncio.sleep,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._mode = app_mode
+        self._workflow_input = workflow_input
+        self._retry_delays = tuple(retry_delays)
+        self._sleep = sleep
+        self._session = session
+        self._owns_session = session is None
+
+    async def __aenter__(self) -> Self:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers={"User-Agent": "dify-bots"})
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("DifyClient is not open: use `async with DifyClient(...)`")
+        return self._session
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"}
+
+    # ---- small JSON endpoints -------------------------------------------------------------------
+
+    async def _request_json(self, method: str, path: str, *, body: Mapping[str, Any] | None = None) -> Any:
+        try:
+            async with self.session.request(
+                method, f"{self._base_url}{path}", json=body, headers=self._headers(), timeout=self._timeout
+            ) as response:
+                if response.status >= 400:
+                    raise await _error_from_response(response)
+                if response.status == 204:
+                    return None
+                return await response.json(content_type=None)
+        except DifyError:
+            raise
+        except TimeoutError as exc:
+            raise DifyTimeout(f"{method} {path} timed out") from exc
+        except (aiohttp.ClientError, json.JSONDecodeError) as exc:
+            raise DifyTransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
+
+    async def info(self) -> AppInfo:
+        data = await self._request_json("GET", "/info")
+        if not isinstance(data, Mapping):
+            raise DifyProtocolError("GET /info did not return an object")
+        info = AppInfo(
+            name=str(data.get("name") or ""),
+            mode=str(data.get("mode") or ""),
+            description=str(data.get("description") or ""),
+        )
+        if not self._mode:
+            self._mode = info.mode
+        return info
+
+    async def parameters(self) -> Mapping[str, Any]:
+        data = await self._request_json("GET", "/parameters")
+        return data if isinstance(data, Mapping) else {}
+
+    async def app_mode(self) -> str:
+        """The app's mode, detected once with GET /info unless configured."""
+        if not self._mode:
+            await self.info()
+        return self._mode
+
+    async def stop(self, *, task_id: str, user: str) -> None:
+        mode = await self.app_mode()
+        path = (
+            f"/workflows/tasks/{task_id}/stop" if mode == WORKFLOW_MODE else f"/chat-messages/{task_id}/stop"
+        )
+        await self._request_json("POST", path, body={"user": user})
+
+    async def delete_conversation(self, *, conversation_id: str, user: str) -> None:
+        await self._request_json("DELETE", f"/conversations/{conversation_id}", body={"user": user})
+
+    # ---- streaming ------------------------------------------------------------------------------
+
+    async def stream(
+        self,
+        *,
+        query: str,
+        user: str,
+        conversation_id: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        files: Sequence[Mapping[str, Any]] = (),
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Stream one answer, choosing /chat-messages or /workflows/run from the app's mode."""
+        mode = await self.app_mode()
+        body: dict[str, Any] = {"inputs": dict(inputs or {}), "user": user, "response_mode": "streaming"}
+        if files:
+            body["files"] = [dict(item) for item in files]
+        if mode == WORKFLOW_MODE:
+            body["inputs"].setdefault(self._workflow_input, query)
+            path = "/workflows/run"
+        elif mode in CHAT_MODES:
+            body.update(query=query, conversation_id=conversation_id or "", auto_generate_name=False)
+            path = "/chat-messages"
+        else:
+            raise DifyAppUnavailable(f"app mode {mode!r} is not supported", code="unsupported_mode")
+        async for event in self._stream(path, body):
+            yield event
+
+    async def _open(self, path: str, body: Mapping[str, Any]) -> aiohttp.ClientResponse:
+        """POST and return an open 200 event-stream response, retrying what is safe to retry."""
+        attempt = 0
+        while True:
+            try:
+                response = await self.session.post(
+                    f"{self._base_url}{path}", json=body, headers=self._headers(), timeout=self._timeout
+                )
+            except TimeoutError as exc:
+                error: DifyError = DifyTimeout(f"POST {path}: no answer within the timeout")
+                error.__cause__ = exc
+            except aiohttp.ClientError as exc:
+                error = DifyTransportError(f"POST {path}: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+            else:
+                if response.status == 200:
+                    return response
+                try:
+                    error = await _error_from_response(response)
+                finally:
+                    response.release()
+            if not error.retryable or attempt >= len(self._retry_delays):
+                raise error
+            delay = self._retry_delays[attempt]
+            attempt += 1
+            log.warning("dify %s failed (%r), retry %d in %.1fs", path, error, attempt, delay)
+            await self._sleep(delay)
+
+    async def _stream(self, path: str, body: Mapping[str, Any]) -> AsyncGenerator[StreamEvent, None]:
+        response = await self._open(path, body)
+        try:
+            if "json" in response.content_type:
+                # A 200 JSON body here is a blocking answer or an error object, not a stream.
+                raise DifyProtocolError(f"POST {path} answered JSON instead of an event stream")
+            decoder = SSEDecoder()
+            try:
+                async for chunk in response.content.iter_any():
+                    for message in decoder.feed(chunk):
+                        event = _event(message)
+                        if event is not None:
+                            yield event
+                for message in decoder.flush():
+                    event = _event(message)
+                    if event is not None:
+                        yield event
+            except TimeoutError as exc:
+                raise DifyTimeout("the stream went silent") from exc
+            except aiohttp.ClientError as exc:
+                raise DifyTransportError(f"the stream broke: {type(exc).__name__}") from exc
+            except SSEDecodeError as exc:
+                raise DifyProtocolError(f"malformed event stream: {exc}") from exc
+        finally:
+            response.close()
+
+
+def _event(message: SSEMessage) -> StreamEvent | None:
+    """The event in one SSE block; None for `event: ping` and other blocks without data."""
+    if not message.data:
+        return None
+    try:
+        return event_from_json(json.loads(message.data))
+    except ValueError as exc:
+        raise DifyProtocolError(f"malformed event JSON: {exc}") from exc
+
+
+async def _error_from_response(response: aiohttp.ClientResponse) -> DifyError:
+    """Turn a non-2xx response (Dify JSON envelope, proxy HTML page, empty body) into a typed error."""
+    try:
+        raw = await response.read()
+    except aiohttp.ClientError:
+        raw = b""
+    code: str | None = None
+    message = f"HTTP {response.status}"
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    if isinstance(data, Mapping):
+        code = str(data["code"]) if data.get("code") is not None else None
+        message = str(data.get("message") or message)
+    return classify(response.status, code, message)

@@ -1,0 +1,30 @@
+"""The root of every error a reply can end with; Dify's own tree lives in core.dify.errors."""
+
+from __future__ import annotations
+
+
+class BotError(Exception):
+    """A failure that ends an answer. `message` is for logs, never for users."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str = "", *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message or self.__class__.__name__)
+        self.message = message
+        self.status = status
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, message={self.message!r})"
+
+
+class StoreUnavailable(BotError):
+    """Redis could not be reached or answered with an error."""
+
+
+class ConversationBusy(BotError):
+    """The previous answer in this chat did not finish within the wait limit."""
+
+
+class Interrupted(BotError):
+    """The bot is shutting down and stopped this answer."""

@@ -1,0 +1,1 @@
+"""Streaming renderer: throttle, split, format and finalize answers on any chat surface."""

@@ -1,0 +1,159 @@
+"""Every sentence users see: friendly errors, confirmations, help and status lines, in English and Chinese."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from core.dify import errors as dify
+from core.errors import ConversationBusy, Interrupted, StoreUnavailable
+
+Lang = Literal["en", "zh"]
+
+
+def language_for(code: str | None) -> Lang:
+    """Chinese for zh* language codes, English otherwise."""
+    return "zh" if code and code.lower().startswith("zh") else "en"
+
+
+# Most specific class first: friendly_error() takes the first match in this order.
+_ERRORS: list[tuple[type[BaseException], str, str]] = [
+    (
+        dify.ConversationNotFound,
+        "This conversation has expired. Send /reset to start a new one.",
+        "这个对话已过期。请发送 /reset 开始新的对话。",
+    ),
+    (
+        dify.DifyAuthError,
+        "The bot's connection to its assistant was refused. Please tell the bot owner.",
+        "机器人连接助手时被拒绝。请联系机器人管理员。",
+    ),
+    (
+        dify.DifyAppUnavailable,
+        "The assistant is not available right now. Please tell the bot owner.",
+        "助手暂时不可用。请联系机器人管理员。",
+    ),
+    (
+        dify.DifyQuotaExceeded,
+        "The assistant has reached its usage limit. Please tell the bot owner.",
+        "助手已达到使用额度上限。请联系机器人管理员。",
+    ),
+    (
+        dify.DifyAppBusy,
+        "The assistant is busy with other requests. Please try again in a minute.",
+        "助手正忙于处理其他请求。请稍后再试。",
+    ),
+    (
+        dify.DifyProviderError,
+        "The AI model behind the assistant did not answer. Please try again in a moment.",
+        "助手背后的 AI 模型没有响应。请稍后再试。",
+    ),
+    (
+        dify.DifyRunFailed,
+        "The assistant's workflow failed on this message. Please try again; if it keeps happening, "
+        "tell the bot owner.",
+        "助手的工作流处理这条消息时失败了。请重试；如果反复出现，请联系机器人管理员。",
+    ),
+    (
+        dify.DifyBadRequest,
+        "The assistant could not accept this message. Try rephrasing it, or send /reset to start over.",
+        "助手无法接受这条消息。请换个说法，或发送 /reset 重新开始。",
+    ),
+    (
+        dify.DifyNotFound,
+        "The assistant could not find what this message refers to. Send /reset to start over.",
+        "助手找不到这条消息所指的内容。请发送 /reset 重新开始。",
+    ),
+    (
+        dify.DifyServerError,
+        "The assistant's server had a problem. Please try again in a moment.",
+        "助手的服务器出现了问题。请稍后再试。",
+    ),
+    (dify.DifyTimeout, "The assistant took too long to answer. Please try again.", "助手响应超时。请重试。"),
+    (
+        dify.DifyTransportError,
+        "The connection to the assistant broke. Please try again.",
+        "与助手的连接中断了。请重试。",
+    ),
+    (
+        dify.DifyProtocolError,
+        "The assistant's reply was cut off. Please try again.",
+        "助手的回复被中断了。请重试。",
+    ),
+    (
+        StoreUnavailable,
+        "The bot cannot reach its memory right now. Please try again in a moment.",
+        "机器人暂时无法访问对话记录。请稍后再试。",
+    ),
+    (
+        ConversationBusy,
+        "The previous answer in this chat is still running. Please wait for it and send again.",
+        "这个对话中的上一条回答还在进行。请等它完成后再发送。",
+    ),
+    (
+        Interrupted,
+        "The bot was restarted while answering. Please send your message again.",
+        "机器人在回答时重启了。请重新发送你的消息。",
+    ),
+]
+
+_FALLBACK = ("Something went wrong while answering. Please try again.", "回答时出了点问题。请重试。")
+
+_TEXTS: dict[str, tuple[str, str]] = {
+    "context_reset": (
+        "(The earlier conversation had expired, so this answer starts a new one.)",
+        "（之前的对话已过期，这条回答开始了新的对话。）",
+    ),
+    "reset_done": (
+        "Conversation cleared. Your next message starts a new one.",
+        "对话已清除。你的下一条消息将开始新的对话。",
+    ),
+    "reset_empty": (
+        "There was nothing to clear. Your next message starts a new conversation.",
+        "没有需要清除的对话。你的下一条消息将开始新的对话。",
+    ),
+    "greeting": ("Hello! Send me a message and I'll answer.", "你好！给我发消息，我来回答。"),
+    "help": (
+        "Send me a message and I'll answer, streaming the reply as it is written.\n"
+        "/reset starts a new conversation.\n/help shows this message.",
+        "给我发消息，我会边写边回复。\n/reset 开始新的对话。\n/help 显示这条说明。",
+    ),
+    "not_allowed": ("Sorry, this bot is not available here.", "抱歉，这个机器人在这里不可用。"),
+    "unknown_command": (
+        "I don't know that command. Send /help to see what I can do.",
+        "我不认识这个命令。发送 /help 查看可用命令。",
+    ),
+    "empty_message": ("Please send some text.", "请发送文字内容。"),
+    "thinking": ("Thinking…", "思考中…"),
+    "progress_retrieval": ("Searching the knowledge base…", "正在检索知识库…"),
+    "progress_tool": ("Using {label}…", "正在使用 {label}…"),
+    "progress_node": ("Running {label}…", "正在执行 {label}…"),
+    "empty_answer": ("(The assistant returned an empty answer.)", "（助手返回了空的回答。）"),
+    "stopped": ("(Stopped.)", "（已停止。）"),
+    "paused": ("(The workflow is waiting for input in Dify.)", "（工作流正在 Dify 中等待输入。）"),
+}
+
+
+def friendly_error(error: BaseException, lang: Lang = "en") -> str:
+    """One sentence saying what happened and what to do; never a code, JSON or exception text."""
+    index = 1 if lang == "zh" else 0
+    for cls, english, chinese in _ERRORS:
+        if isinstance(error, cls):
+            return (english, chinese)[index]
+    return _FALLBACK[index]
+
+
+def text(key: str, lang: Lang = "en", **values: str) -> str:
+    english, chinese = _TEXTS[key]
+    template = chinese if lang == "zh" else english
+    return template.format(**values) if values else template
+
+
+def progress_line(kind: str, label: str, lang: Lang = "en") -> str:
+    """The status shown before the first text arrives."""
+    if kind == "retrieval":
+        return text("progress_retrieval", lang)
+    if kind == "tool":
+        return text("progress_tool", lang, label=label)
+    if kind == "thinking":
+        return text("thinking", lang)
+    return text("progress_node", lang, label=label)

@@ -1,0 +1,1 @@
+"""Local fake servers: Dify, Telegram Bot API, Slack Web API."""

@@ -1,0 +1,617 @@
+"""Strict fake Slack Web API on a real socket, plus helpers for signed Events API / slash-command requests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import urllib.parse
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+DEFAULT_RATE_LIMITS: dict[str, int] = {
+    "chat.update": 50,
+    "chat.postMessage": 60,
+    "chat.startStream": 20,
+    "chat.stopStream": 20,
+    "chat.appendStream": 100,
+}
+OAUTH_SCOPES = "app_mentions:read,chat:write,im:history,commands"
+RATE_WINDOW_SECONDS = 60.0
+MAX_BLOCKS = 50
+CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
+
+Args = dict[str, Any]
+
+
+@dataclass
+class ApiCall:
+    """One request to `/api/{method}`; `args` merges the JSON or form body with the query (token removed)."""
+
+    method: str
+    args: Args
+    at: float
+    ok: bool = True
+    error: str | None = None
+    status: int = 200
+
+
+@dataclass
+class StoredMessage:
+    """A message the bot posted.
+
+    `text` is what users see now. `streaming` marks a message created by `chat.startStream` (it stays True
+    after the stream ends; see `stopped` and `FakeSlack.stream_active`). `history` holds every visible text
+    the message has had, starting with the first one; `updates` counts successful `chat.update` calls.
+    """
+
+    channel: str
+    ts: str
+    thread_ts: str | None
+    text: str
+    streaming: bool = False
+    stream_started_at: float | None = None
+    stopped: bool = False
+    updates: int = 0
+    history: list[str] = field(default_factory=list)
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    deleted: bool = False
+
+
+@dataclass
+class _Fault:
+    error: str
+    retry_after: int
+
+
+class _ApiError(Exception):
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class FakeSlack:
+    """Fake Slack Web API: `async with FakeSlack() as fake:`, then `AsyncWebClient(base_url=fake.api_url)`."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test-token",
+        team_id: str = "T1",
+        bot_user_id: str = "UBOT",
+        bot_id: str = "B1",
+        clock: Callable[[], float] = time.monotonic,
+        native_streaming: bool = True,
+        stream_ttl: float = 300.0,
+        update_max_chars: int = 4000,
+        markdown_max_chars: int = 12000,
+        rate_limits: dict[str, int] | None = None,
+        retry_after: int = 1,
+    ) -> None:
+        self.bot_token = bot_token
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.native_streaming = native_streaming
+        self.stream_ttl = stream_ttl
+        self.update_max_chars = update_max_chars
+        self.markdown_max_chars = markdown_max_chars
+        self.rate_limits: dict[str, int] = dict(DEFAULT_RATE_LIMITS if rate_limits is None else rate_limits)
+        self.retry_after = retry_after
+
+        self.calls: list[ApiCall] = []
+        self.messages: dict[tuple[str, str], StoredMessage] = {}
+        self.responses: list[dict[str, Any]] = []
+        self.ephemerals: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.reactions: dict[tuple[str, str], list[str]] = {}
+        self.rate_limited = 0
+
+        self._clock = clock
+        self._ts_seq = itertools.count(1)
+        self._response_seq = itertools.count(1)
+        self._faults: dict[str, deque[_Fault]] = {}
+        self._windows: dict[str, deque[float]] = {}
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._handlers: dict[str, Callable[[Args], Args]] = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "chat.delete": self._delete,
+            "chat.startStream": self._start_stream,
+            "chat.appendStream": self._append_stream,
+            "chat.stopStream": self._stop_stream,
+            "chat.postEphemeral": self._post_ephemeral,
+            "assistant.threads.setStatus": self._set_status,
+            "reactions.add": self._reactions_add,
+            "reactions.remove": self._reactions_remove,
+            "apps.connections.open": self._connections_open,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._handle_api)
+        app.router.add_get("/api/{method}", self._handle_api)
+        app.router.add_post("/response/{response_id}", self._handle_response)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self._url = f"http://{host}:{port}"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("FakeSlack is not running; use it as an async context manager")
+        return self._url
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    # ------------------------------------------------------------------ test controls and queries
+
+    def fail_next(self, method: str, error: str, *, count: int = 1, retry_after: int | None = None) -> None:
+        """Answer the next `count` calls of `method` with `error` ("ratelimited" means HTTP 429)."""
+        fault = _Fault(error, self.retry_after if retry_after is None else retry_after)
+        self._faults.setdefault(method, deque()).extend(fault for _ in range(count))
+
+    def thread(self, channel: str, thread_ts: str) -> list[StoredMessage]:
+        return [
+            msg
+            for msg in self.messages.values()
+            if msg.channel == channel and msg.thread_ts == thread_ts and not msg.deleted
+        ]
+
+    def visible_text(self, channel: str, ts: str) -> str:
+        msg = self.messages[(channel, ts)]
+        return "" if msg.deleted else msg.text
+
+    def count(self, method: str, *, ok: bool | None = None) -> int:
+        """Calls of `method` recorded so far (all of them, or only successful / failed ones)."""
+        return sum(1 for call in self.calls if call.method == method and (ok is None or call.ok == ok))
+
+    def response_url(self) -> str:
+        return f"{self.url}/response/{next(self._response_seq)}"
+
+    def stream_active(self, channel: str, ts: str) -> bool:
+        return self._stream_active(self.messages[(channel, ts)])
+
+    # ------------------------------------------------------------------ HTTP plumbing
+
+    async def _handle_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        call = ApiCall(method=method, args={}, at=self._clock())
+        try:
+            call.args = await _read_args(request)
+        except _ApiError as exc:
+            return self._answer(call, {"ok": False, "error": exc.error})
+
+        header = request.headers.get("Authorization", "")
+        param_token = call.args.pop("token", None)
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else param_token
+        if token != self.bot_token:
+            return self._answer(call, {"ok": False, "error": "invalid_auth"})
+
+        faults = self._faults.get(method)
+        if faults:
+            fault = faults.popleft()
+            if fault.error == "ratelimited":
+                return self._too_many(call, fault.retry_after)
+            return self._answer(call, {"ok": False, "error": fault.error})
+
+        if not self._admit(method, call.at):
+            self.rate_limited += 1
+            return self._too_many(call, self.retry_after)
+
+        handler = self._handlers.get(method)
+        if handler is None:
+            return self._answer(call, {"ok": False, "error": "unknown_method"})
+        try:
+            body = handler(call.args)
+        except _ApiError as exc:
+            return self._answer(call, {"ok": False, "error": exc.error})
+        headers = {"x-oauth-scopes": OAUTH_SCOPES} if method == "auth.test" else None
+        return self._answer(call, body, headers=headers)
+
+    async def _handle_response(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        if request.content_type == "application/json":
+            self.responses.append(json.loads(raw or b"{}"))
+        else:
+            self.responses.append(dict(urllib.parse.parse_qsl(raw.decode(), keep_blank_values=True)))
+        return web.Response(text="ok")
+
+    def _answer(
+        self, call: ApiCall, body: Args, *, status: int = 200, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        call.ok = bool(body.get("ok"))
+        call.error = body.get("error")
+        call.status = status
+        self.calls.append(call)
+        return web.json_response(body, status=status, headers=headers)
+
+    def _too_many(self, call: ApiCall, retry_after: int) -> web.Response:
+        body = {"ok": False, "error": "ratelimited"}
+        return self._answer(call, body, status=429, headers={"Retry-After": str(retry_after)})
+
+    def _admit(self, method: str, now: float) -> bool:
+        limit = self.rate_limits.get(method)
+        if limit is None:
+            return True
+        window = self._windows.setdefault(method, deque())
+        while window and window[0] <= now - RATE_WINDOW_SECONDS:
+            window.popleft()
+        if len(window) >= limit:
+            return False
+        window.append(now)
+        return True
+
+    # ------------------------------------------------------------------ shared validation
+
+    def _next_ts(self) -> str:
+        return f"1700000000.{next(self._ts_seq):06d}"
+
+    def _find(self, args: Args) -> StoredMessage:
+        channel = _channel(args)
+        msg = self.messages.get((channel, str(args.get("ts") or "")))
+        if msg is None or msg.deleted:
+            raise _ApiError("message_not_found")
+        return msg
+
+    def _stream_active(self, msg: StoredMessage) -> bool:
+        if not msg.streaming or msg.stopped or msg.deleted or msg.stream_started_at is None:
+            return False
+        return self._clock() - msg.stream_started_at <= self.stream_ttl
+
+    def _live_stream(self, args: Args) -> StoredMessage:
+        msg = self._find(args)
+        if not self._stream_active(msg):
+            raise _ApiError("message_not_in_streaming_state")
+        return msg
+
+    def _content(self, args: Args) -> tuple[str, list[dict[str, Any]]]:
+        """Validate text / markdown_text / blocks; return (visible text, blocks)."""
+        text = args.get("text")
+        markdown = args.get("markdown_text")
+        blocks = _parse_blocks(args.get("blocks"))
+        if markdown is not None and (text is not None or args.get("blocks") is not None):
+            raise _ApiError("invalid_arguments")
+        if not text and not markdown and not blocks:
+            raise _ApiError("no_text")
+        if text is not None and len(str(text)) > self.update_max_chars:
+            raise _ApiError("msg_too_long")
+        if markdown is not None and len(str(markdown)) > self.markdown_max_chars:
+            raise _ApiError("msg_too_long")
+        markdown_in_blocks = sum(len(str(b.get("text", ""))) for b in blocks if b.get("type") == "markdown")
+        if markdown_in_blocks > self.markdown_max_chars:
+            raise _ApiError("msg_too_long")
+        if markdown:
+            return str(markdown), blocks
+        return (_blocks_text(blocks) or str(text or "")), blocks
+
+    def _stream_text(self, args: Args) -> str:
+        """Validate markdown_text / chunks of a stream call; return the markdown it adds."""
+        parts: list[str] = []
+        if args.get("markdown_text") is not None:
+            parts.append(str(args["markdown_text"]))
+        for chunk in _parse_chunks(args.get("chunks")):
+            if chunk["type"] == "markdown_text":
+                parts.append(chunk["text"])
+        added = "".join(parts)
+        if len(added) > self.markdown_max_chars:
+            raise _ApiError("msg_too_long")
+        return added
+
+    # ------------------------------------------------------------------ methods
+
+    def _auth_test(self, args: Args) -> Args:
+        return {
+            "ok": True,
+            "url": "https://test.slack.com/",
+            "team": "Test",
+            "user": "bot",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+        }
+
+    def _post_message(self, args: Args) -> Args:
+        channel = _channel(args)
+        text, blocks = self._content(args)
+        thread_ts = str(args["thread_ts"]) if args.get("thread_ts") else None
+        ts = self._next_ts()
+        self.messages[(channel, ts)] = StoredMessage(
+            channel=channel, ts=ts, thread_ts=thread_ts, text=text, history=[text], blocks=blocks
+        )
+        return {"ok": True, "channel": channel, "ts": ts, "message": self._message_json(ts, text, thread_ts)}
+
+    def _update(self, args: Args) -> Args:
+        msg = self._find(args)
+        if self._stream_active(msg):
+            raise _ApiError("streaming_state_conflict")
+        text, blocks = self._content(args)
+        msg.text = text
+        msg.blocks = blocks
+        msg.updates += 1
+        msg.history.append(text)
+        return {"ok": True, "channel": msg.channel, "ts": msg.ts, "text": text}
+
+    def _delete(self, args: Args) -> Args:
+        msg = self._find(args)
+        msg.deleted = True
+        return {"ok": True, "channel": msg.channel, "ts": msg.ts}
+
+    def _start_stream(self, args: Args) -> Args:
+        if not self.native_streaming:
+            raise _ApiError("feature_not_enabled")
+        channel = _channel(args)
+        thread_ts = args.get("thread_ts")
+        if not thread_ts:
+            raise _ApiError("invalid_arguments")
+        if not channel.startswith("D"):
+            if not args.get("recipient_user_id"):
+                raise _ApiError("missing_recipient_user_id")
+            if not args.get("recipient_team_id"):
+                raise _ApiError("missing_recipient_team_id")
+        text = self._stream_text(args)
+        ts = self._next_ts()
+        self.messages[(channel, ts)] = StoredMessage(
+            channel=channel,
+            ts=ts,
+            thread_ts=str(thread_ts),
+            text=text,
+            streaming=True,
+            stream_started_at=self._clock(),
+            history=[text],
+        )
+        return {"ok": True, "channel": channel, "ts": ts, "message": self._message_json(ts, text, thread_ts)}
+
+    def _append_stream(self, args: Args) -> Args:
+        msg = self._live_stream(args)
+        added = self._stream_text(args)
+        if added:
+            msg.text += added
+            msg.history.append(msg.text)
+        return {"ok": True, "channel": msg.channel, "ts": msg.ts}
+
+    def _stop_stream(self, args: Args) -> Args:
+        msg = self._live_stream(args)
+        added = self._stream_text(args)
+        blocks = _parse_blocks(args.get("blocks"))
+        if added:
+            msg.text += added
+            msg.history.append(msg.text)
+        msg.blocks = blocks
+        msg.stopped = True
+        return {"ok": True, "channel": msg.channel, "ts": msg.ts}
+
+    def _post_ephemeral(self, args: Args) -> Args:
+        _channel(args)
+        if not args.get("user"):
+            raise _ApiError("user_not_found")
+        self._content(args)
+        self.ephemerals.append(dict(args))
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    def _set_status(self, args: Args) -> Args:
+        if not args.get("channel_id") or not args.get("thread_ts") or not isinstance(args.get("status"), str):
+            raise _ApiError("invalid_arguments")
+        self.statuses.append(dict(args))
+        return {"ok": True}
+
+    def _reaction_key(self, args: Args) -> tuple[tuple[str, str], str]:
+        if not args.get("channel") or not args.get("timestamp"):
+            raise _ApiError("no_item_specified")
+        if not args.get("name"):
+            raise _ApiError("invalid_name")
+        return (str(args["channel"]), str(args["timestamp"])), str(args["name"])
+
+    def _reactions_add(self, args: Args) -> Args:
+        key, name = self._reaction_key(args)
+        names = self.reactions.setdefault(key, [])
+        if name in names:
+            raise _ApiError("already_reacted")
+        names.append(name)
+        return {"ok": True}
+
+    def _reactions_remove(self, args: Args) -> Args:
+        key, name = self._reaction_key(args)
+        names = self.reactions.get(key, [])
+        if name not in names:
+            raise _ApiError("no_reaction")
+        names.remove(name)
+        return {"ok": True}
+
+    def _connections_open(self, args: Args) -> Args:
+        raise _ApiError("not_allowed")
+
+    def _message_json(self, ts: str, text: str, thread_ts: str | None) -> Args:
+        message: Args = {
+            "type": "message",
+            "ts": ts,
+            "text": text,
+            "bot_id": self.bot_id,
+            "user": self.bot_user_id,
+        }
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        return message
+
+
+async def _read_args(request: web.Request) -> Args:
+    raw = await request.read()
+    args: Args = {}
+    if raw:
+        if request.content_type == "application/json":
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                raise _ApiError("invalid_json") from None
+            if not isinstance(parsed, dict):
+                raise _ApiError("invalid_json")
+            args.update(parsed)
+        elif request.content_type.startswith("multipart/"):
+            raise _ApiError("invalid_form_data")
+        else:
+            args.update(urllib.parse.parse_qsl(raw.decode(), keep_blank_values=True))
+    args.update(request.query)
+    return args
+
+
+def _channel(args: Args) -> str:
+    channel = args.get("channel")
+    if not channel:
+        raise _ApiError("channel_not_found")
+    return str(channel)
+
+
+def _json_list(value: Any, error: str) -> list[dict[str, Any]]:
+    """A list of objects, given directly (JSON body) or as a JSON string (form body)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _ApiError(error) from None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise _ApiError(error)
+    return value
+
+
+def _parse_blocks(value: Any) -> list[dict[str, Any]]:
+    blocks = _json_list(value, "invalid_blocks")
+    if len(blocks) > MAX_BLOCKS or any(not isinstance(b.get("type"), str) for b in blocks):
+        raise _ApiError("invalid_blocks")
+    for block in blocks:
+        if block["type"] == "markdown" and not isinstance(block.get("text"), str):
+            raise _ApiError("invalid_blocks")
+    return blocks
+
+
+def _parse_chunks(value: Any) -> list[dict[str, Any]]:
+    chunks = _json_list(value, "invalid_chunks")
+    for chunk in chunks:
+        if chunk.get("type") not in CHUNK_TYPES:
+            raise _ApiError("invalid_chunks")
+        if chunk["type"] == "markdown_text" and not isinstance(chunk.get("text"), str):
+            raise _ApiError("invalid_chunks")
+    return chunks
+
+
+def _blocks_text(blocks: list[dict[str, Any]]) -> str:
+    parts: list[str] = []
+    for block in blocks:
+        if block["type"] == "markdown":
+            parts.append(block["text"])
+        elif block["type"] in ("section", "header") and isinstance(block.get("text"), dict):
+            parts.append(str(block["text"].get("text", "")))
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------- signed requests to a bolt endpoint
+
+
+def signed_headers(
+    secret: str, body: bytes, content_type: str, *, timestamp: int | None = None
+) -> dict[str, str]:
+    """Headers for a Slack request: `v0=HMAC_SHA256(secret, "v0:{ts}:{body}")` over the exact bytes sent."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": content_type,
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={digest}",
+    }
+
+
+def event_body(
+    *, event: dict[str, Any], team_id: str = "T1", event_id: str | None = None, api_app_id: str = "A1"
+) -> bytes:
+    envelope = {
+        "token": "legacy-verification-token",
+        "type": "event_callback",
+        "team_id": team_id,
+        "api_app_id": api_app_id,
+        "event": event,
+        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+        "event_time": int(time.time()),
+        "authorizations": [{"team_id": team_id, "user_id": "UBOT", "is_bot": True}],
+    }
+    return json.dumps(envelope).encode()
+
+
+def mention_event(
+    *, channel: str, user: str, text: str, ts: str, thread_ts: str | None = None, team: str = "T1"
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "app_mention",
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+        "team": team,
+    }
+    if thread_ts is not None:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def dm_event(*, channel: str, user: str, text: str, ts: str, thread_ts: str | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "message",
+        "channel_type": "im",
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+    }
+    if thread_ts is not None:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def slash_command_body(
+    *, command: str, channel_id: str, user_id: str, text: str = "", response_url: str, team_id: str = "T1"
+) -> bytes:
+    form = {
+        "token": "legacy-verification-token",
+        "team_id": team_id,
+        "team_domain": "test",
+        "channel_id": channel_id,
+        "channel_name": "directmessage" if channel_id.startswith("D") else "general",
+        "user_id": user_id,
+        "user_name": "user",
+        "command": command,
+        "text": text,
+        "api_app_id": "A1",
+        "response_url": response_url,
+        "trigger_id": f"{int(time.time())}.1.{uuid.uuid4().hex[:8]}",
+    }
+    return urllib.parse.urlencode(form).encode()

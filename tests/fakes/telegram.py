@@ -1,0 +1,1388 @@
+"""Strict fake Telegram Bot API server that the real aiogram Bot talks to over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from aiohttp import web
+
+JsonDict = dict[str, Any]
+Handler = Callable[[JsonDict], Awaitable[Any]]
+
+MAX_TEXT_UTF16 = 4096
+MAX_CAPTION_UTF16 = 1024
+MAX_CALLBACK_DATA_BYTES = 64
+GROUP_WINDOW_SECONDS = 60.0
+_EPSILON = 1e-9
+
+# Exact descriptions Telegram answers with.
+UNAUTHORIZED = "Unauthorized"
+NOT_FOUND = "Not Found"
+TEXT_EMPTY = "Bad Request: message text is empty"
+SEND_TOO_LONG = "Bad Request: message is too long"
+EDIT_TOO_LONG = "Bad Request: MESSAGE_TOO_LONG"
+CAPTION_TOO_LONG = "Bad Request: message caption is too long"
+THREAD_NOT_FOUND = "Bad Request: message thread not found"
+EDIT_NOT_FOUND = "Bad Request: message to edit not found"
+DELETE_NOT_FOUND = "Bad Request: message to delete not found"
+CANT_BE_EDITED = "Bad Request: message can't be edited"
+NO_TEXT_TO_EDIT = "Bad Request: there is no text in the message to edit"
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup are "
+    "exactly the same as a current content and reply markup of the message"
+)
+CANT_PARSE_PREFIX = "Bad Request: can't parse entities: "
+CHAT_NOT_FOUND = "Bad Request: chat not found"
+CHAT_ID_EMPTY = "Bad Request: chat_id is empty"
+MESSAGE_ID_MISSING = "Bad Request: message identifier is not specified"
+BUTTON_DATA_INVALID = "Bad Request: BUTTON_DATA_INVALID"
+BAD_SECRET_TOKEN = "Bad Request: secret token contains unallowed characters"
+UNSUPPORTED_PARSE_MODE = "Bad Request: unsupported parse_mode"
+BAD_CHAT_ACTION = "Bad Request: wrong parameter action in request"
+BOT_COMMAND_INVALID = "Bad Request: BOT_COMMAND_INVALID"
+BOT_COMMAND_DESCRIPTION_INVALID = "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID"
+FORBIDDEN_BLOCKED = "Forbidden: bot was blocked by the user"
+SERVER_ERROR = "Internal Server Error"
+CONFLICT_WEBHOOK = (
+    "Conflict: can't use getUpdates method while webhook is active; "
+    "use deleteWebhook to delete the webhook first"
+)
+CONFLICT_OTHER_POLLER = (
+    "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
+)
+
+# Fields whose form value is a JSON document.
+_JSON_FIELDS = frozenset(
+    {
+        "reply_markup",
+        "entities",
+        "caption_entities",
+        "allowed_updates",
+        "reply_parameters",
+        "link_preview_options",
+        "commands",
+        "scope",
+    }
+)
+_INT_FIELDS = frozenset(
+    {
+        "chat_id",
+        "message_id",
+        "message_thread_id",
+        "reply_to_message_id",
+        "offset",
+        "limit",
+        "timeout",
+        "draft_id",
+        "max_connections",
+        "from_chat_id",
+        "user_id",
+        "cache_time",
+        "direct_messages_topic_id",
+    }
+)
+_BOOL_FIELDS = frozenset(
+    {
+        "disable_notification",
+        "protect_content",
+        "allow_sending_without_reply",
+        "disable_web_page_preview",
+        "drop_pending_updates",
+        "show_alert",
+        "can_stop",
+        "keep_on_stop",
+        "has_spoiler",
+        "allow_paid_broadcast",
+        "disable_content_type_detection",
+        "show_caption_above_media",
+    }
+)
+# Operations that draw on the per-chat flood allowance.
+_COUNTED_METHODS = frozenset({"sendMessage", "editMessageText", "deleteMessage", "sendPhoto", "sendDocument"})
+_ENTITY_TYPES = frozenset(
+    {
+        "mention",
+        "hashtag",
+        "cashtag",
+        "bot_command",
+        "url",
+        "email",
+        "phone_number",
+        "bold",
+        "italic",
+        "underline",
+        "strikethrough",
+        "spoiler",
+        "blockquote",
+        "expandable_blockquote",
+        "code",
+        "pre",
+        "text_link",
+        "text_mention",
+        "custom_emoji",
+        "date_time",
+    }
+)
+_CHAT_ACTIONS = frozenset(
+    {
+        "typing",
+        "upload_photo",
+        "record_video",
+        "upload_video",
+        "record_voice",
+        "upload_voice",
+        "upload_document",
+        "choose_sticker",
+        "find_location",
+        "record_video_note",
+        "upload_video_note",
+    }
+)
+# Update types Telegram leaves out when allowed_updates is empty or was never set.
+_NOT_DELIVERED_BY_DEFAULT = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
+_SECRET_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_COMMAND_NAME_RE = re.compile(r"[a-z0-9_]{1,32}")
+_INT_RE = re.compile(r"-?\d+")
+_BOT_COMMAND_RE = re.compile(r"/[A-Za-z0-9_]+(?:@[A-Za-z0-9_]+)?")
+_MENTION_RE = re.compile(r"(?<![\w@])@[A-Za-z0-9_]{3,32}")
+
+_FIXED_FAULTS: dict[str, tuple[int, str]] = {
+    "not_found": (400, EDIT_NOT_FOUND),
+    "cant_be_edited": (400, CANT_BE_EDITED),
+    "cant_parse": (400, CANT_PARSE_PREFIX + "Can't find end of the entity starting at byte offset 0"),
+    "server_error": (500, SERVER_ERROR),
+    "forbidden": (403, FORBIDDEN_BLOCKED),
+    "thread_not_found": (400, THREAD_NOT_FOUND),
+}
+
+
+class FakeClock(Protocol):
+    def __call__(self) -> float: ...
+
+
+class ManualClock:
+    """A clock for `FakeTelegram(clock=...)` that only moves when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class ApiCall:
+    method: str
+    params: JsonDict
+    at: float
+    status: int = 200
+    result: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    @property
+    def chat_id(self) -> int | str | None:
+        value = self.params.get("chat_id")
+        return value if isinstance(value, int | str) else None
+
+
+@dataclass
+class StoredMessage:
+    message_id: int
+    chat_id: int
+    text: str
+    entities: list[JsonDict] = field(default_factory=list)
+    reply_to_message_id: int | None = None
+    message_thread_id: int | None = None
+    reply_markup: JsonDict | None = None
+    edits: int = 0
+    history: list[str] = field(default_factory=list)
+    deleted: bool = False
+    sent_at: float = 0.0
+    edited_at: float | None = None
+    date: int = 0
+    edit_date: int | None = None
+    media: str | None = None  # "photo" or "document"; `text` then holds the caption
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, description and optional response parameters."""
+
+    def __init__(self, status: int, description: str, parameters: JsonDict | None = None) -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+        self.parameters = parameters
+
+
+@dataclass
+class _Fault:
+    method: str
+    status: int
+    description: str
+    parameters: JsonDict | None
+    chat_id: int | None
+    remaining: int
+
+
+# --------------------------------------------------------------------------- text and entities
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _byte_offset(src: str, index: int) -> int:
+    return len(src[:index].encode("utf-8"))
+
+
+def _parse_error(detail: str) -> ApiError:
+    return ApiError(400, CANT_PARSE_PREFIX + detail)
+
+
+class _Output:
+    """Accumulates parsed text while tracking the UTF-16 position."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.pos = 0
+        self.entities: list[JsonDict] = []
+
+    def emit(self, text: str) -> None:
+        self.parts.append(text)
+        self.pos += utf16_len(text)
+
+    def add(self, entity_type: str, start: int, end: int | None = None, **extra: Any) -> None:
+        stop = self.pos if end is None else end
+        if stop > start:
+            self.entities.append({"type": entity_type, "offset": start, "length": stop - start, **extra})
+
+    def result(self) -> tuple[str, list[JsonDict]]:
+        return "".join(self.parts), _sorted_entities(self.entities)
+
+
+def _sorted_entities(entities: list[JsonDict]) -> list[JsonDict]:
+    return sorted(entities, key=lambda e: (e["offset"], -e["length"]))
+
+
+_HTML_TAGS: dict[str, str] = {
+    "b": "bold",
+    "strong": "bold",
+    "i": "italic",
+    "em": "italic",
+    "u": "underline",
+    "ins": "underline",
+    "s": "strikethrough",
+    "strike": "strikethrough",
+    "del": "strikethrough",
+    "tg-spoiler": "spoiler",
+    "span": "spoiler",
+    "code": "code",
+    "pre": "pre",
+    "blockquote": "blockquote",
+    "a": "text_link",
+    "tg-emoji": "custom_emoji",
+}
+_HTML_NAME_RE = re.compile(r"\s*([A-Za-z][A-Za-z0-9-]*)")
+_HTML_ATTR_RE = re.compile(r"\s*([A-Za-z_:][\w:.-]*)(?:\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s\"'>]+))?")
+_HTML_ENTITY_RE = re.compile(r"&(lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
+_HTML_NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+
+
+@dataclass
+class _OpenTag:
+    name: str
+    start: int
+    entity: JsonDict | None
+
+
+def _html_unescape(value: str) -> str:
+    return _HTML_ENTITY_RE.sub(lambda m: _decode_html_entity(m.group(1)), value)
+
+
+def _decode_html_entity(body: str) -> str:
+    if body in _HTML_NAMED:
+        return _HTML_NAMED[body]
+    code = int(body[2:], 16) if body.startswith("#x") else int(body[1:])
+    return chr(code)
+
+
+def _parse_html_tag(src: str, index: int, body: str) -> tuple[str, dict[str, str]]:
+    match = _HTML_NAME_RE.match(body)
+    if match is None:
+        raise _parse_error(f'Unsupported start tag "" at byte offset {_byte_offset(src, index)}')
+    name = match.group(1).lower()
+    attrs: dict[str, str] = {}
+    rest = body[match.end() :].rstrip().removesuffix("/")
+    pos = 0
+    while pos < len(rest):
+        attr = _HTML_ATTR_RE.match(rest, pos)
+        if attr is None or attr.end() == pos:
+            offset = _byte_offset(src, index)
+            raise _parse_error(
+                f"Expected equal sign in declaration of an attribute of the tag at byte offset {offset}"
+            )
+        raw = attr.group(2) or ""
+        if raw[:1] in {'"', "'"}:
+            raw = raw[1:-1]
+        attrs[attr.group(1).lower()] = _html_unescape(raw)
+        pos = attr.end()
+    return name, attrs
+
+
+def _parse_html(src: str) -> tuple[str, list[JsonDict]]:
+    out = _Output()
+    stack: list[_OpenTag] = []
+    i = 0
+    while i < len(src):
+        char = src[i]
+        if char == "&":
+            match = _HTML_ENTITY_RE.match(src, i)
+            if match:
+                out.emit(_decode_html_entity(match.group(1)))
+                i = match.end()
+                continue
+            out.emit(char)
+            i += 1
+            continue
+        if char != "<":
+            out.emit(char)
+            i += 1
+            continue
+        end = src.find(">", i)
+        if end == -1:
+            raise _parse_error(f"Unclosed start tag at byte offset {_byte_offset(src, i)}")
+        body = src[i + 1 : end]
+        if body.startswith("/"):
+            name = body[1:].strip().lower()
+            if not stack:
+                raise _parse_error(f"Unexpected end tag at byte offset {_byte_offset(src, i)}")
+            top = stack.pop()
+            if top.name != name:
+                raise _parse_error(
+                    f'Unmatched end tag at byte offset {_byte_offset(src, i)}, expected "</{top.name}>", '
+                    f'found "</{name}>"'
+                )
+            if top.entity is not None:
+                out.add(top.entity.pop("type"), top.start, **top.entity)
+        else:
+            name, attrs = _parse_html_tag(src, i, body)
+            stack.append(_OpenTag(name, out.pos, _html_entity_for(src, i, name, attrs, stack)))
+        i = end + 1
+    if stack:
+        raise _parse_error(f'Can\'t find end tag corresponding to start tag "{stack[-1].name}"')
+    return out.result()
+
+
+def _html_entity_for(
+    src: str, index: int, name: str, attrs: dict[str, str], stack: list[_OpenTag]
+) -> JsonDict | None:
+    entity_type = _HTML_TAGS.get(name)
+    if entity_type is None:
+        raise _parse_error(f'Unsupported start tag "{name}" at byte offset {_byte_offset(src, index)}')
+    if name == "span" and attrs.get("class") != "tg-spoiler":
+        raise _parse_error(
+            f'Tag "span" must have class "tg-spoiler" at byte offset {_byte_offset(src, index)}'
+        )
+    if name == "a":
+        href = attrs.get("href", "")
+        return {"type": "text_link", "url": href} if href else None
+    if name == "tg-emoji":
+        emoji_id = attrs.get("emoji-id", "")
+        if not emoji_id:
+            raise _parse_error(
+                f'Tag "tg-emoji" must have attribute "emoji-id" at byte offset {_byte_offset(src, index)}'
+            )
+        return {"type": "custom_emoji", "custom_emoji_id": emoji_id}
+    if name == "blockquote" and "expandable" in attrs:
+        return {"type": "expandable_blockquote"}
+    if name == "code" and stack and stack[-1].name == "pre" and stack[-1].entity is not None:
+        css_class = attrs.get("class", "")
+        if css_class.startswith("language-") and len(css_class) > len("language-"):
+            stack[-1].entity["language"] = css_class.removeprefix("language-")
+        return None
+    return {"type": entity_type}
+
+
+_MDV2_RESERVED = frozenset("_*[]()~`>#+-=|{}.!")
+_MDV2_NAMES = {
+    "bold": "Bold",
+    "italic": "Italic",
+    "underline": "Underline",
+    "strikethrough": "Strikethrough",
+    "spoiler": "Spoiler",
+    "code": "Code",
+    "pre": "Pre",
+    "text_link": "TextUrl",
+    "custom_emoji": "CustomEmoji",
+}
+
+
+@dataclass
+class _OpenMarkdown:
+    entity_type: str
+    start: int
+    src_index: int
+    language: str = ""
+
+
+def _reserved_error(char: str) -> ApiError:
+    return _parse_error(f"Character '{char}' is reserved and must be escaped with the preceding '\\'")
+
+
+def _unclosed_error(src: str, entity: _OpenMarkdown) -> ApiError:
+    name = _MDV2_NAMES[entity.entity_type]
+    return _parse_error(
+        f"Can't find end of {name} entity at byte offset {_byte_offset(src, entity.src_index)}"
+    )
+
+
+def _read_link_target(src: str, index: int) -> tuple[str, int]:
+    """Read `(url)` starting at `src[index] == "("`; return the URL and the index after `)`."""
+    chars: list[str] = []
+    i = index + 1
+    while i < len(src):
+        char = src[i]
+        if char == "\\" and i + 1 < len(src):
+            chars.append(src[i + 1])
+            i += 2
+            continue
+        if char == ")":
+            return "".join(chars), i + 1
+        chars.append(char)
+        i += 1
+    raise _parse_error(f"Can't find end of a url at byte offset {_byte_offset(src, index)}")
+
+
+def _parse_markdown_v2(src: str) -> tuple[str, list[JsonDict]]:
+    out = _Output()
+    stack: list[_OpenMarkdown] = []
+    quote_start: int | None = None
+    i = 0
+    while i < len(src):
+        char = src[i]
+        in_code = bool(stack) and stack[-1].entity_type in {"code", "pre"}
+        if char == "\\":
+            if i + 1 < len(src) and 0 < ord(src[i + 1]) <= 126:
+                out.emit(src[i + 1])
+                i += 2
+                continue
+            raise _reserved_error("\\")
+        if in_code:
+            top = stack[-1]
+            if char == "`" and top.entity_type == "code":
+                stack.pop()
+                out.add("code", top.start)
+                i += 1
+            elif char == "`" and src.startswith("```", i):
+                stack.pop()
+                extra: JsonDict = {"language": top.language} if top.language else {}
+                out.add("pre", top.start, **extra)
+                i += 3
+            elif char == "`":
+                raise _reserved_error("`")
+            else:
+                out.emit(char)
+                i += 1
+            continue
+        at_line_start = i == 0 or src[i - 1] == "\n"
+        if char == ">" and at_line_start:
+            if quote_start is None:
+                quote_start = out.pos
+            i += 1
+            continue
+        if char == "\n":
+            out.emit(char)
+            i += 1
+            if quote_start is not None and not src.startswith(">", i):
+                if stack:
+                    raise _unclosed_error(src, stack[-1])
+                out.add("blockquote", quote_start, end=out.pos - 1)
+                quote_start = None
+            continue
+        if char == "`":
+            if src.startswith("```", i):
+                newline = src.find("\n", i)
+                first_line = src[i + 3 : newline] if newline != -1 else "`"
+                if "`" in first_line:
+                    stack.append(_OpenMarkdown("pre", out.pos, i))
+                    i += 3
+                else:
+                    stack.append(_OpenMarkdown("pre", out.pos, i, first_line.strip()))
+                    i = newline + 1
+            else:
+                stack.append(_OpenMarkdown("code", out.pos, i))
+                i += 1
+            continue
+        if char in "*_~|":
+            if char == "|" and not src.startswith("||", i):
+                raise _reserved_error("|")
+            if char == "_" and src.startswith("__", i):
+                entity_type, width = "underline", 2
+            else:
+                entity_type, width = {"*": ("bold", 1), "_": ("italic", 1), "~": ("strikethrough", 1)}.get(
+                    char, ("spoiler", 2)
+                )
+            if stack and stack[-1].entity_type == entity_type:
+                out.add(entity_type, stack.pop().start)
+            else:
+                stack.append(_OpenMarkdown(entity_type, out.pos, i))
+            i += width
+            continue
+        if char == "[" or (char == "!" and src.startswith("![", i)):
+            kind = "text_link" if char == "[" else "custom_emoji"
+            stack.append(_OpenMarkdown(kind, out.pos, i))
+            i += 1 if char == "[" else 2
+            continue
+        if char == "]" and stack and stack[-1].entity_type in {"text_link", "custom_emoji"}:
+            if not src.startswith("(", i + 1):
+                raise _reserved_error("]")
+            top = stack.pop()
+            url, i = _read_link_target(src, i + 1)
+            if top.entity_type == "custom_emoji":
+                emoji_id = url.removeprefix("tg://emoji?id=")
+                out.add("custom_emoji", top.start, custom_emoji_id=emoji_id)
+            else:
+                out.add("text_link", top.start, url=url)
+            continue
+        if char in _MDV2_RESERVED:
+            raise _reserved_error(char)
+        out.emit(char)
+        i += 1
+    if stack:
+        raise _unclosed_error(src, stack[-1])
+    if quote_start is not None:
+        out.add("blockquote", quote_start)
+    return out.result()
+
+
+def _parse_markdown_legacy(src: str) -> tuple[str, list[JsonDict]]:
+    out = _Output()
+    i = 0
+    while i < len(src):
+        char = src[i]
+        if char == "\\" and i + 1 < len(src) and src[i + 1] in "_*`[":
+            out.emit(src[i + 1])
+            i += 2
+            continue
+        if char in "*_`[":
+            delimiter = "```" if src.startswith("```", i) else ("]" if char == "[" else char)
+            opener = 3 if delimiter == "```" else 1
+            end = src.find(delimiter, i + opener)
+            if end == -1:
+                raise _parse_error(
+                    f"Can't find end of the entity starting at byte offset {_byte_offset(src, i)}"
+                )
+            inner = src[i + opener : end]
+            start = out.pos
+            if delimiter == "]":
+                if not src.startswith("(", end + 1):
+                    raise _parse_error(
+                        f"Can't find end of the entity starting at byte offset {_byte_offset(src, i)}"
+                    )
+                url, i = _read_link_target(src, end + 1)
+                out.emit(inner)
+                out.add("text_link", start, url=url)
+                continue
+            entity_type = {"*": "bold", "_": "italic", "`": "code", "```": "pre"}[delimiter]
+            out.emit(inner)
+            out.add(entity_type, start)
+            i = end + len(delimiter)
+            continue
+        out.emit(char)
+        i += 1
+    return out.result()
+
+
+def _validate_entities(text: str, entities: Any) -> list[JsonDict]:
+    if not isinstance(entities, list):
+        raise ApiError(400, "Bad Request: can't parse entities JSON object")
+    size = utf16_len(text)
+    result: list[JsonDict] = []
+    for entity in entities:
+        if not isinstance(entity, dict):
+            raise ApiError(400, "Bad Request: can't parse MessageEntity JSON object")
+        entity_type = entity.get("type")
+        offset, length = entity.get("offset"), entity.get("length")
+        if entity_type not in _ENTITY_TYPES:
+            raise _parse_error(f'Unsupported entity type "{entity_type}"')
+        if not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0:
+            raise _parse_error(f"Wrong offset or length of a {entity_type} entity")
+        if offset + length > size:
+            raise _parse_error(
+                f"Entity {entity_type} at offset {offset} with length {length} is beyond the end of the text"
+            )
+        if entity_type == "text_link" and not entity.get("url"):
+            raise _parse_error(f"Entity text_link at offset {offset} has no URL")
+        if length == 0:
+            continue
+        result.append({key: value for key, value in entity.items() if value is not None})
+    return _sorted_entities(result)
+
+
+def _strip(text: str, entities: list[JsonDict]) -> tuple[str, list[JsonDict]]:
+    """Trim surrounding whitespace as Telegram does and shift/clip entities accordingly."""
+    stripped = text.strip()
+    if stripped == text:
+        return text, entities
+    lead = len(text) - len(text.lstrip())
+    size = utf16_len(stripped)
+    result: list[JsonDict] = []
+    for entity in entities:
+        start = max(0, entity["offset"] - lead)
+        end = min(size, entity["offset"] + entity["length"] - lead)
+        if end > start:
+            result.append({**entity, "offset": start, "length": end - start})
+    return stripped, result
+
+
+def render_text(text: str, *, entities: Any = None, parse_mode: Any = None) -> tuple[str, list[JsonDict]]:
+    """Turn send parameters into (text, entities) the way Telegram stores them; raises ApiError."""
+    if entities is None:
+        text = text.replace("\r", "")  # Telegram drops carriage returns; aiogram's MarkdownV2 relies on it
+    if entities is not None:
+        parsed = text, _validate_entities(text, entities)
+    elif parse_mode:
+        mode = str(parse_mode).lower()
+        if mode == "html":
+            parsed = _parse_html(text)
+        elif mode == "markdownv2":
+            parsed = _parse_markdown_v2(text)
+        elif mode == "markdown":
+            parsed = _parse_markdown_legacy(text)
+        else:
+            raise ApiError(400, UNSUPPORTED_PARSE_MODE)
+    else:
+        parsed = text, []
+    return _strip(*parsed)
+
+
+def _auto_entities(text: str) -> list[JsonDict]:
+    entities: list[JsonDict] = []
+    command = _BOT_COMMAND_RE.match(text)
+    if command:
+        entities.append({"type": "bot_command", "offset": 0, "length": utf16_len(command.group())})
+    for mention in _MENTION_RE.finditer(text):
+        offset = utf16_len(text[: mention.start()])
+        entities.append({"type": "mention", "offset": offset, "length": utf16_len(mention.group())})
+    return entities
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _decode_params(raw: Mapping[str, Any]) -> JsonDict:
+    params: JsonDict = {}
+    for key, value in raw.items():
+        if isinstance(value, web.FileField):
+            params[key] = {
+                "filename": value.filename,
+                "content_type": value.content_type,
+                "data": value.file.read(),
+            }
+        elif isinstance(value, str) and key in _JSON_FIELDS:
+            try:
+                params[key] = json.loads(value)
+            except ValueError:
+                params[key] = value
+        elif isinstance(value, str) and key in _INT_FIELDS and _INT_RE.fullmatch(value):
+            params[key] = int(value)
+        elif isinstance(value, str) and key in _BOOL_FIELDS:
+            params[key] = value.lower() in {"true", "1"}
+        else:
+            params[key] = value
+    return params
+
+
+def _resolve_attachments(params: JsonDict) -> JsonDict:
+    """Replace multipart `attach://<field>` references with the uploaded file they name."""
+    resolved = dict(params)
+    for key, value in params.items():
+        if isinstance(value, str) and value.startswith("attach://"):
+            field_name = value.removeprefix("attach://")
+            upload = params.get(field_name)
+            if isinstance(upload, dict) and "data" in upload:
+                resolved[key] = upload
+                resolved.pop(field_name, None)
+    return resolved
+
+
+def _chat_id(params: JsonDict) -> int:
+    value = params.get("chat_id")
+    if value is None or value == "":
+        raise ApiError(400, CHAT_ID_EMPTY)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, CHAT_NOT_FOUND)
+    return value
+
+
+def _optional_int(params: JsonDict, key: str) -> int | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"Bad Request: invalid {key} specified")
+    return value
+
+
+def _normalise_markup(markup: Any) -> JsonDict | None:
+    """Validate reply_markup; return the inline keyboard a message would show (None if none)."""
+    if markup is None:
+        return None
+    if not isinstance(markup, dict):
+        raise ApiError(400, "Bad Request: can't parse reply keyboard markup JSON object")
+    keyboard = markup.get("inline_keyboard")
+    if keyboard is None:
+        return None
+    if not isinstance(keyboard, list) or not all(isinstance(row, list) for row in keyboard):
+        raise ApiError(
+            400,
+            "Bad Request: can't parse inline keyboard button: "
+            'field "inline_keyboard" must be an Array of Arrays',
+        )
+    for row in keyboard:
+        for button in row:
+            if not isinstance(button, dict) or not isinstance(button.get("text"), str):
+                raise ApiError(
+                    400,
+                    'Bad Request: can\'t parse inline keyboard button: Field "text" must be of type String',
+                )
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode("utf-8")) <= MAX_CALLBACK_DATA_BYTES:
+                raise ApiError(400, BUTTON_DATA_INVALID)
+    return {"inline_keyboard": keyboard} if any(keyboard) else None
+
+
+def _update_type(update: JsonDict) -> str:
+    return next((key for key in update if key != "update_id"), "")
+
+
+def _retry_after_error(seconds: int) -> ApiError:
+    return ApiError(429, f"Too Many Requests: retry after {seconds}", {"retry_after": seconds})
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class FakeTelegram:
+    """A strict in-process Telegram Bot API server on 127.0.0.1.
+
+    Use as ``async with FakeTelegram() as fake:`` and point aiogram at it with
+    ``AiohttpSession(api=TelegramAPIServer.from_base(fake.url))``.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str = "123456:TEST-TOKEN",
+        username: str = "test_bot",
+        clock: Callable[[], float] = time.monotonic,
+        private_min_interval: float = 1.0,
+        group_per_minute: int = 20,
+        rate_limits: bool = True,
+        retry_after: int = 3,
+    ) -> None:
+        self.token = token
+        self.username = username
+        self.bot_id = int(token.split(":", 1)[0])
+        self.private_min_interval = private_min_interval
+        self.group_per_minute = group_per_minute
+        self.rate_limits = rate_limits
+        self.retry_after = retry_after
+        self.calls: list[ApiCall] = []
+        self.messages: dict[tuple[int, int], StoredMessage] = {}
+        self.rate_limited = 0
+        self.webhook: JsonDict | None = None
+        self.commands: list[JsonDict] = []
+
+        self._clock = clock
+        self._url: str | None = None
+        self._runner: web.AppRunner | None = None
+        self._updates: list[JsonDict] = []
+        self._allowed_updates: list[str] | None = None
+        self._wakeup = asyncio.Event()
+        self._poll_generation = 0
+        self._closing = False
+        self._update_ids = itertools.count(1)
+        self._last_update_id = 0
+        self._callback_ids = itertools.count(1)
+        self._message_ids: dict[int, int] = {}
+        self._user_messages: dict[tuple[int, int], JsonDict] = {}
+        self._chats: dict[int, JsonDict] = {}
+        self._faults: list[_Fault] = []
+        self._last_op: dict[int, float] = {}
+        self._window: dict[int, deque[float]] = {}
+        routes: dict[str, Handler] = {
+            "getMe": self._get_me,
+            "getUpdates": self._get_updates,
+            "setWebhook": self._set_webhook,
+            "deleteWebhook": self._delete_webhook,
+            "getWebhookInfo": self._get_webhook_info,
+            "setMyCommands": self._set_my_commands,
+            "deleteMyCommands": self._delete_my_commands,
+            "getMyCommands": self._get_my_commands,
+            "sendChatAction": self._send_chat_action,
+            "answerCallbackQuery": self._true,
+            "sendMessageDraft": self._true,
+            "sendMessage": self._send_message,
+            "editMessageText": self._edit_message_text,
+            "deleteMessage": self._delete_message,
+            "sendPhoto": self._send_photo,
+            "sendDocument": self._send_document,
+        }
+        self._handlers = {name.lower(): (name, handler) for name, handler in routes.items()}
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self._closing = False
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self._url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._closing = True
+        self._wake()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("FakeTelegram is not running; use `async with FakeTelegram() as fake`")
+        return self._url
+
+    # ----------------------------------------------------------------- test-side helpers
+
+    def push_update(self, update: dict[str, Any]) -> int:
+        if "update_id" not in update:
+            update["update_id"] = next(self._update_ids)
+        update_id = int(update["update_id"])
+        if update_id >= self._last_update_id:
+            self._last_update_id = update_id
+            self._update_ids = itertools.count(update_id + 1)
+        for key in ("message", "edited_message"):
+            message = update.get(key)
+            if isinstance(message, dict):
+                self._remember_user_message(message)
+        self._updates.append(update)
+        self._updates.sort(key=lambda u: int(u["update_id"]))
+        self._wake()
+        return update_id
+
+    def message_update(
+        self,
+        *,
+        chat_id: int,
+        user_id: int,
+        text: str,
+        chat_type: str = "private",
+        message_thread_id: int | None = None,
+        reply_to_bot_message_id: int | None = None,
+        entities: list[dict[str, Any]] | None = None,
+        language_code: str = "en",
+        is_topic_message: bool = False,
+    ) -> dict[str, Any]:
+        chat = self._chat(chat_id, chat_type, forum=is_topic_message)
+        message: JsonDict = {
+            "message_id": self._next_message_id(chat_id),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": self._user(user_id, language_code),
+            "text": text,
+        }
+        found = _auto_entities(text) if entities is None else entities
+        if found:
+            message["entities"] = found
+        if message_thread_id is not None:
+            message["message_thread_id"] = message_thread_id
+        if is_topic_message:
+            message["is_topic_message"] = True
+        if reply_to_bot_message_id is not None:
+            stored = self.messages.get((chat_id, reply_to_bot_message_id))
+            message["reply_to_message"] = (
+                self._message_dict(stored, with_reply=False)
+                if stored is not None
+                else {
+                    "message_id": reply_to_bot_message_id,
+                    "date": int(time.time()),
+                    "chat": chat,
+                    "from": self._bot_user(),
+                }
+            )
+        self._remember_user_message(message)
+        update_id = next(self._update_ids)
+        self._last_update_id = update_id
+        return {"update_id": update_id, "message": message}
+
+    def callback_update(
+        self,
+        *,
+        chat_id: int,
+        user_id: int,
+        message_id: int,
+        data: str,
+        chat_type: str = "private",
+    ) -> dict[str, Any]:
+        """Build (does not queue) a callback_query Update for a button on a bot message."""
+        stored = self.messages.get((chat_id, message_id))
+        message = (
+            self._message_dict(stored)
+            if stored is not None
+            else {"message_id": message_id, "date": 0, "chat": self._chat(chat_id, chat_type)}
+        )
+        query = {
+            "id": str(next(self._callback_ids)),
+            "from": self._user(user_id, "en"),
+            "chat_instance": str(chat_id),
+            "message": message,
+            "data": data,
+        }
+        update_id = next(self._update_ids)
+        self._last_update_id = update_id
+        return {"update_id": update_id, "callback_query": query}
+
+    def fail_next(self, method: str, fault: str, *, chat_id: int | None = None, count: int = 1) -> None:
+        parameters: JsonDict | None = None
+        if fault.startswith("retry_after:"):
+            seconds = int(fault.split(":", 1)[1])
+            status, description, parameters = (
+                429,
+                f"Too Many Requests: retry after {seconds}",
+                {"retry_after": seconds},
+            )
+        elif fault in _FIXED_FAULTS:
+            status, description = _FIXED_FAULTS[fault]
+        else:
+            raise ValueError(f"unknown fault {fault!r}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        self._faults.append(_Fault(method.lower(), status, description, parameters, chat_id, count))
+
+    def chat_messages(self, chat_id: int) -> list[StoredMessage]:
+        return [m for m in self.messages.values() if m.chat_id == chat_id and not m.deleted]
+
+    def visible_texts(self, chat_id: int) -> list[str]:
+        return [m.text for m in self.chat_messages(chat_id)]
+
+    def count(self, method: str, *, chat_id: int | None = None, status: int | None = None) -> int:
+        return sum(
+            1
+            for call in self.calls
+            if call.method.lower() == method.lower()
+            and (chat_id is None or call.chat_id == chat_id)
+            and (status is None or call.status == status)
+        )
+
+    def delete_message(self, chat_id: int, message_id: int) -> None:
+        self.messages[(chat_id, message_id)].deleted = True
+
+    # ----------------------------------------------------------------- HTTP plumbing
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        at = self._clock()
+        raw: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            with contextlib.suppress(ValueError):
+                body = await request.json()
+                if isinstance(body, dict):
+                    raw.update(body)
+        else:
+            raw.update((await request.post()).items())
+        params = _resolve_attachments(_decode_params(raw))
+        name = request.match_info["method"]
+        known = self._handlers.get(name.lower())
+        method = known[0] if known else name
+        try:
+            if request.match_info["token"] != self.token:
+                raise ApiError(401, UNAUTHORIZED)
+            if known is None:
+                raise ApiError(404, NOT_FOUND)
+            self._raise_fault(method, params)
+            counted_chat = self._counted_chat(method, params)
+            if counted_chat is not None:
+                self._check_flood(counted_chat, at)
+            result = await known[1](params)
+            if counted_chat is not None:
+                self._note_operation(counted_chat, at)
+        except ApiError as error:
+            self.calls.append(ApiCall(method, params, at, error.status, error=error.description))
+            body_out: JsonDict = {"ok": False, "error_code": error.status, "description": error.description}
+            if error.parameters:
+                body_out["parameters"] = error.parameters
+            return web.json_response(body_out, status=error.status)
+        self.calls.append(ApiCall(method, params, at, 200, result=result))
+        return web.json_response({"ok": True, "result": result})
+
+    def _raise_fault(self, method: str, params: JsonDict) -> None:
+        chat_id = params.get("chat_id")
+        for fault in self._faults:
+            if fault.method == method.lower() and (fault.chat_id is None or fault.chat_id == chat_id):
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self._faults.remove(fault)
+                raise ApiError(fault.status, fault.description, fault.parameters)
+
+    def _counted_chat(self, method: str, params: JsonDict) -> int | None:
+        if not self.rate_limits or method not in _COUNTED_METHODS:
+            return None
+        chat_id = params.get("chat_id")
+        return chat_id if isinstance(chat_id, int) and not isinstance(chat_id, bool) else None
+
+    def _check_flood(self, chat_id: int, now: float) -> None:
+        if chat_id > 0:
+            last = self._last_op.get(chat_id)
+            limited = last is not None and now - last < self.private_min_interval - _EPSILON
+        else:
+            window = self._window.get(chat_id, deque())
+            while window and window[0] <= now - GROUP_WINDOW_SECONDS + _EPSILON:
+                window.popleft()
+            limited = len(window) >= self.group_per_minute
+        if limited:
+            self.rate_limited += 1
+            raise _retry_after_error(self.retry_after)
+
+    def _note_operation(self, chat_id: int, now: float) -> None:
+        self._last_op[chat_id] = now
+        self._window.setdefault(chat_id, deque()).append(now)
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+    # ----------------------------------------------------------------- objects
+
+    def _bot_user(self) -> JsonDict:
+        return {"id": self.bot_id, "is_bot": True, "first_name": "Test", "username": self.username}
+
+    @staticmethod
+    def _user(user_id: int, language_code: str) -> JsonDict:
+        return {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": f"User{user_id}",
+            "username": f"user{user_id}",
+            "language_code": language_code,
+        }
+
+    def _chat(self, chat_id: int, chat_type: str | None = None, *, forum: bool = False) -> JsonDict:
+        if chat_type is None and chat_id in self._chats:
+            return self._chats[chat_id]
+        kind = chat_type or ("private" if chat_id > 0 else "supergroup")
+        chat: JsonDict = {"id": chat_id, "type": kind}
+        if kind == "private":
+            chat["first_name"] = f"User{chat_id}"
+        else:
+            chat["title"] = f"Group {chat_id}"
+        if forum or self._chats.get(chat_id, {}).get("is_forum"):
+            chat["is_forum"] = True
+        self._chats[chat_id] = chat
+        return chat
+
+    def _next_message_id(self, chat_id: int) -> int:
+        self._message_ids[chat_id] = self._message_ids.get(chat_id, 0) + 1
+        return self._message_ids[chat_id]
+
+    def _remember_user_message(self, message: JsonDict) -> None:
+        chat = message.get("chat")
+        message_id = message.get("message_id")
+        if not isinstance(chat, dict) or not isinstance(message_id, int):
+            return
+        chat_id = int(chat["id"])
+        self._chats.setdefault(chat_id, chat)
+        self._message_ids[chat_id] = max(self._message_ids.get(chat_id, 0), message_id)
+        self._user_messages[(chat_id, message_id)] = message
+
+    def _message_dict(self, message: StoredMessage, *, with_reply: bool = True) -> JsonDict:
+        result: JsonDict = {
+            "message_id": message.message_id,
+            "date": message.date,
+            "chat": self._chat(message.chat_id),
+            "from": self._bot_user(),
+        }
+        if message.media is None:
+            result["text"] = message.text
+            if message.entities:
+                result["entities"] = message.entities
+        else:
+            file_id = f"{message.media}-{message.chat_id}-{message.message_id}"
+            file_info = {"file_id": file_id, "file_unique_id": f"u{file_id}"}
+            if message.media == "photo":
+                result["photo"] = [{**file_info, "width": 1, "height": 1}]
+            else:
+                result["document"] = {**file_info, "file_name": "document"}
+            if message.text:
+                result["caption"] = message.text
+            if message.entities:
+                result["caption_entities"] = message.entities
+        if message.message_thread_id is not None:
+            result["message_thread_id"] = message.message_thread_id
+            result["is_topic_message"] = True
+        if message.edit_date is not None:
+            result["edit_date"] = message.edit_date
+        if message.reply_markup is not None:
+            result["reply_markup"] = message.reply_markup
+        if with_reply and message.reply_to_message_id is not None:
+            target = self._reply_target(message.chat_id, message.reply_to_message_id)
+            if target is not None:
+                result["reply_to_message"] = target
+        return result
+
+    def _reply_target(self, chat_id: int, message_id: int) -> JsonDict | None:
+        stored = self.messages.get((chat_id, message_id))
+        if stored is not None and not stored.deleted:
+            return self._message_dict(stored, with_reply=False)
+        user_message = self._user_messages.get((chat_id, message_id))
+        if user_message is not None:
+            return {key: value for key, value in user_message.items() if key != "reply_to_message"}
+        return None
+
+    # ----------------------------------------------------------------- methods
+
+    async def _true(self, params: JsonDict) -> bool:
+        return True
+
+    async def _get_me(self, params: JsonDict) -> JsonDict:
+        return {
+            **self._bot_user(),
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+
+    async def _get_updates(self, params: JsonDict) -> list[JsonDict]:
+        if self.webhook is not None:
+            raise ApiError(409, CONFLICT_WEBHOOK)
+        offset = _optional_int(params, "offset")
+        limit = min(max(_optional_int(params, "limit") or 100, 1), 100)
+        timeout = max(float(_optional_int(params, "timeout") or 0), 0.0)
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = [str(kind) for kind in allowed] or None
+        self._poll_generation += 1
+        generation = self._poll_generation
+        self._wake()  # an older poll still waiting is terminated with 409
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if generation != self._poll_generation:
+                raise ApiError(409, CONFLICT_OTHER_POLLER)
+            if self.webhook is not None:
+                raise ApiError(409, CONFLICT_WEBHOOK)
+            batch = self._pending_updates(offset, limit)
+            remaining = deadline - loop.time()
+            if batch or self._closing or remaining <= 0:
+                return batch
+            wakeup = self._wakeup
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), remaining)
+
+    def _pending_updates(self, offset: int | None, limit: int) -> list[JsonDict]:
+        if offset is not None and offset < 0:
+            self._updates = self._updates[offset:]
+        elif offset is not None:
+            self._updates = [u for u in self._updates if int(u["update_id"]) >= offset]
+        allowed = self._allowed_updates
+        self._updates = [
+            u
+            for u in self._updates
+            if (_update_type(u) in allowed if allowed else _update_type(u) not in _NOT_DELIVERED_BY_DEFAULT)
+        ]
+        return self._updates[:limit]
+
+    async def _set_webhook(self, params: JsonDict) -> bool:
+        secret = params.get("secret_token")
+        if secret is not None and not _SECRET_TOKEN_RE.fullmatch(str(secret)):
+            raise ApiError(400, BAD_SECRET_TOKEN)
+        if params.get("drop_pending_updates"):
+            self._updates.clear()
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = [str(kind) for kind in allowed] or None
+        url = params.get("url")
+        self.webhook = dict(params) if url else None
+        self._wake()
+        return True
+
+    async def _delete_webhook(self, params: JsonDict) -> bool:
+        if params.get("drop_pending_updates"):
+            self._updates.clear()
+        self.webhook = None
+        return True
+
+    async def _get_webhook_info(self, params: JsonDict) -> JsonDict:
+        info: JsonDict = {
+            "url": str(self.webhook.get("url", "")) if self.webhook else "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates),
+        }
+        if self.webhook and self._allowed_updates:
+            info["allowed_updates"] = self._allowed_updates
+        return info
+
+    async def _set_my_commands(self, params: JsonDict) -> bool:
+        commands = params.get("commands")
+        if not isinstance(commands, list):
+            raise ApiError(400, "Bad Request: can't parse commands JSON object")
+        for command in commands:
+            if not isinstance(command, dict) or not _COMMAND_NAME_RE.fullmatch(
+                str(command.get("command", ""))
+            ):
+                raise ApiError(400, BOT_COMMAND_INVALID)
+            if not 1 <= len(str(command.get("description", ""))) <= 256:
+                raise ApiError(400, BOT_COMMAND_DESCRIPTION_INVALID)
+        self.commands = list(commands)
+        return True
+
+    async def _delete_my_commands(self, params: JsonDict) -> bool:
+        self.commands = []
+        return True
+
+    async def _get_my_commands(self, params: JsonDict) -> list[JsonDict]:
+        return list(self.commands)
+
+    async def _send_chat_action(self, params: JsonDict) -> bool:
+        _chat_id(params)
+        if params.get("action") not in _CHAT_ACTIONS:
+            raise ApiError(400, BAD_CHAT_ACTION)
+        return True
+
+    def _reply_to(self, params: JsonDict) -> int | None:
+        reply = params.get("reply_parameters")
+        if isinstance(reply, dict) and isinstance(reply.get("message_id"), int):
+            return int(reply["message_id"])
+        return _optional_int(params, "reply_to_message_id")
+
+    def _store_new(
+        self, params: JsonDict, text: str, entities: list[JsonDict], *, media: str | None = None
+    ) -> JsonDict:
+        chat_id = _chat_id(params)
+        thread_id = _optional_int(params, "message_thread_id")
+        markup = _normalise_markup(params.get("reply_markup"))
+        message = StoredMessage(
+            message_id=self._next_message_id(chat_id),
+            chat_id=chat_id,
+            text=text,
+            entities=entities,
+            reply_to_message_id=self._reply_to(params),
+            message_thread_id=thread_id,
+            reply_markup=markup,
+            history=[text],
+            sent_at=self._clock(),
+            date=int(time.time()),
+            media=media,
+        )
+        self.messages[(chat_id, message.message_id)] = message
+        return self._message_dict(message)
+
+    def _check_thread(self, params: JsonDict) -> None:
+        if _optional_int(params, "message_thread_id") == 1:
+            raise ApiError(400, THREAD_NOT_FOUND)
+
+    async def _send_message(self, params: JsonDict) -> JsonDict:
+        _chat_id(params)
+        self._check_thread(params)
+        text, entities = render_text(
+            str(params.get("text") or ""),
+            entities=params.get("entities"),
+            parse_mode=params.get("parse_mode"),
+        )
+        if not text:
+            raise ApiError(400, TEXT_EMPTY)
+        if utf16_len(text) > MAX_TEXT_UTF16:
+            raise ApiError(400, SEND_TOO_LONG)
+        return self._store_new(params, text, entities)
+
+    async def _send_media(self, params: JsonDict, kind: str) -> JsonDict:
+        _chat_id(params)
+        self._check_thread(params)
+        if not params.get(kind):
+            raise ApiError(400, f"Bad Request: there is no {kind} in the request")
+        caption, entities = render_text(
+            str(params.get("caption") or ""),
+            entities=params.get("caption_entities"),
+            parse_mode=params.get("parse_mode"),
+        )
+        if utf16_len(caption) > MAX_CAPTION_UTF16:
+            raise ApiError(400, CAPTION_TOO_LONG)
+        return self._store_new(params, caption, entities, media=kind)
+
+    async def _send_photo(self, params: JsonDict) -> JsonDict:
+        return await self._send_media(params, "photo")
+
+    async def _send_document(self, params: JsonDict) -> JsonDict:
+        return await self._send_media(params, "document")
+
+    async def _edit_message_text(self, params: JsonDict) -> JsonDict:
+        chat_id = _chat_id(params)
+        message_id = _optional_int(params, "message_id")
+        if message_id is None:
+            raise ApiError(400, MESSAGE_ID_MISSING)
+        stored = self.messages.get((chat_id, message_id))
+        if stored is None or stored.deleted:
+            if (chat_id, message_id) in self._user_messages:
+                raise ApiError(400, CANT_BE_EDITED)
+            raise ApiError(400, EDIT_NOT_FOUND)
+        if stored.media is not None:
+            raise ApiError(400, NO_TEXT_TO_EDIT)
+        text, entities = render_text(
+            str(params.get("text") or ""),
+            entities=params.get("entities"),
+            parse_mode=params.get("parse_mode"),
+        )
+        if not text:
+            raise ApiError(400, TEXT_EMPTY)
+        if utf16_len(text) > MAX_TEXT_UTF16:
+            raise ApiError(400, EDIT_TOO_LONG)
+        markup = _normalise_markup(params.get("reply_markup"))
+        if text == stored.text and entities == stored.entities and markup == stored.reply_markup:
+            raise ApiError(400, NOT_MODIFIED)
+        stored.text = text
+        stored.entities = entities
+        stored.reply_markup = markup
+        stored.edits += 1
+        stored.history.append(text)
+        stored.edited_at = self._clock()
+        stored.edit_date = int(time.time())
+        return self._message_dict(stored)
+
+    async def _delete_message(self, params: JsonDict) -> bool:
+        chat_id = _chat_id(params)
+        message_id = _optional_int(params, "message_id")
+        if message_id is None:
+            raise ApiError(400, MESSAGE_ID_MISSING)
+        stored = self.messages.get((chat_id, message_id))
+        if stored is not None and not stored.deleted:
+            stored.deleted = True
+            return True
+        if self._user_messages.pop((chat_id, message_id), None) is not None:
+            return True
+        raise ApiError(400, DELETE_NOT_FOUND)
