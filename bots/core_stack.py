@@ -38,14 +38,10 @@ def dify_client(settings: Settings) -> DifyClient:
 @asynccontextmanager
 async def open_core(settings: Settings) -> AsyncIterator[CoreStack]:
     async with AsyncExitStack() as stack:
-        redis = await stack.enter_async_context(
-            open_redis(url=settings.redis_url, data_dir=settings.data_dir)
-        )
+        redis = await stack.enter_async_context(open_redis(url=settings.redis_url, data_dir=settings.data_dir))
         store = ConversationStore(
             redis,
-            app=app_fingerprint(
-                base_url=settings.dify_base_url, api_key=settings.dify_api_key.get_secret_value()
-            ),
+            app=app_fingerprint(base_url=settings.dify_base_url, api_key=settings.dify_api_key.get_secret_value()),
             ttl=settings.conversation_ttl,
             prefix=settings.redis_prefix,
         )

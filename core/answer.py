@@ -253,11 +253,7 @@ class AnswerReducer:
         url = event.get_str("url")
         if url:
             out.append(
-                Files(
-                    files=(
-                        FileRef(type=event.get_str("type") or "file", url=url, id=event.get_str("id") or ""),
-                    )
-                )
+                Files(files=(FileRef(type=event.get_str("type") or "file", url=url, id=event.get_str("id") or ""),))
             )
         elif event.answer is not None:
             self._append(event.answer, out)  # text deltas sent as message_file once a file exists
@@ -354,7 +350,5 @@ class AnswerReducer:
 
     def _on_error(self, event: StreamEvent, out: list[ReplyEvent]) -> None:
         status = event.payload.get("status")
-        error = classify(
-            status if isinstance(status, int) else None, event.get_str("code"), event.get_str("message")
-        )
+        error = classify(status if isinstance(status, int) else None, event.get_str("code"), event.get_str("message"))
         out.append(self._fail(error))

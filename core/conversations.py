@@ -23,10 +23,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Refresh the lease only if we still own it; delete only if we still own it.
-_RENEW = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-)
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -50,7 +47,7 @@ def app_fingerprint(*, base_url: str, api_key: str) -> str:
     return hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}".encode()).hexdigest()[:12]
 
 
-def _decode(raw: str) -> Conversation | None:
+def _decode(raw: str | bytes) -> Conversation | None:
     try:
         data = json.loads(raw)
         return Conversation(conversation_id=str(data["conversation_id"]), user=str(data["user"]))

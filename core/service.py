@@ -96,9 +96,7 @@ class ReplyStream:
                 async for event in self._answer():
                     yield event
         except BotError as exc:  # lock wait exceeded, store down before the answer started
-            log.warning(
-                "answer for %s:%s failed before starting: %r", self.chat.platform, self.chat.scope, exc
-            )
+            log.warning("answer for %s:%s failed before starting: %r", self.chat.platform, self.chat.scope, exc)
             yield Failed(error=exc)
 
     async def _answer(self) -> AsyncGenerator[ReplyEvent, None]:
@@ -173,9 +171,7 @@ class ReplyStream:
     async def _remember(self, conversation_id: str) -> None:
         """Save the id Dify returned (never the one sent); the answer goes on if Redis is down."""
         try:
-            await self._service.store.save(
-                self.chat, Conversation(conversation_id=conversation_id, user=self.user)
-            )
+            await self._service.store.save(self.chat, Conversation(conversation_id=conversation_id, user=self.user))
         except StoreUnavailable as exc:
             log.warning("could not save conversation for %s: %r", self.chat.scope, exc)
 

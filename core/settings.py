@@ -31,11 +31,9 @@ class Settings(BaseSettings):
     dify_base_url: str = Field(
         "https://api.dify.ai/v1", description="the Dify Service API base URL, e.g. https://api.dify.ai/v1"
     )
-    dify_app_mode: Literal["", "chat", "agent-chat", "advanced-chat", "workflow", "agent", "completion"] = (
-        Field(
-            "",
-            description="empty (detect with GET /info) or chat, agent-chat, advanced-chat, workflow, agent",
-        )
+    dify_app_mode: Literal["", "chat", "agent-chat", "advanced-chat", "workflow", "agent", "completion"] = Field(
+        "",
+        description="empty (detect with GET /info) or chat, agent-chat, advanced-chat, workflow, agent",
     )
     dify_workflow_input: str = Field(
         "query", min_length=1, description="the workflow input variable that receives the user's message"
@@ -79,9 +77,7 @@ class Settings(BaseSettings):
     telegram_webhook_url: str | None = Field(
         None, description="the public https URL Telegram should post updates to (empty: long polling)"
     )
-    telegram_webhook_secret: SecretStr | None = Field(
-        None, description="1-256 characters of A-Z, a-z, 0-9, _ and -"
-    )
+    telegram_webhook_secret: SecretStr | None = Field(None, description="1-256 characters of A-Z, a-z, 0-9, _ and -")
     telegram_allowed_users: IdSet = Field(
         frozenset(), description="comma-separated numeric Telegram user ids (empty: everyone)"
     )
@@ -91,16 +87,12 @@ class Settings(BaseSettings):
     telegram_private_interval: float = Field(
         1.0, ge=1.0, description="seconds between edits in a private chat (1.0 or more)"
     )
-    telegram_group_interval: float = Field(
-        3.0, ge=3.0, description="seconds between edits in a group (3.0 or more)"
-    )
+    telegram_group_interval: float = Field(3.0, ge=3.0, description="seconds between edits in a group (3.0 or more)")
 
     # Slack
     slack_bot_token: SecretStr | None = Field(None, description="the bot token (xoxb-...)")
     slack_signing_secret: SecretStr | None = Field(None, description="the app's signing secret")
-    slack_app_token: SecretStr | None = Field(
-        None, description="an app-level token (xapp-...) for Socket Mode"
-    )
+    slack_app_token: SecretStr | None = Field(None, description="an app-level token (xapp-...) for Socket Mode")
     slack_api_base: str = Field("https://slack.com/api/", description="the Slack Web API base URL")
     slack_streaming: Literal["auto", "native", "update"] = Field("auto", description="auto, native or update")
     slack_allowed_channels: NameSet = Field(frozenset(), description="comma-separated channel ids")
@@ -114,13 +106,9 @@ class Settings(BaseSettings):
         (), description="comma-separated bearer keys clients must present"
     )
     openai_model_name: str = Field("dify", min_length=1, description="the model id /v1/models lists")
-    openai_system_input: str = Field(
-        "system_prompt", description="the Dify input that receives a system message"
-    )
+    openai_system_input: str = Field("system_prompt", description="the Dify input that receives a system message")
 
-    shutdown_grace: float = Field(
-        25.0, ge=0, description="seconds in-flight answers get to finish on shutdown"
-    )
+    shutdown_grace: float = Field(25.0, ge=0, description="seconds in-flight answers get to finish on shutdown")
 
     @field_validator("dify_api_key", mode="before")
     @classmethod

@@ -49,8 +49,7 @@ _ERRORS: list[tuple[type[BaseException], str, str]] = [
     ),
     (
         dify.DifyRunFailed,
-        "The assistant's workflow failed on this message. Please try again; if it keeps happening, "
-        "tell the bot owner.",
+        "The assistant's workflow failed on this message. Please try again; if it keeps happening, tell the bot owner.",
         "助手的工作流处理这条消息时失败了。请重试；如果反复出现，请联系机器人管理员。",
     ),
     (

@@ -12,9 +12,7 @@ PLATFORM_MODULES = ("aiogram", "slack_bolt", "slack_sdk", "aiohttp.web", "promet
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, check=False)
 
 
 def test_ruff_is_clean() -> None:

@@ -62,9 +62,7 @@ def _strip_mentions(message: Message, *, me: User) -> str:
     cuts: list[tuple[int, int]] = []
     for entity in message.entities or []:
         is_me = (
-            entity.type == "mention"
-            and me.username
-            and entity.extract_from(text).lower() == f"@{me.username.lower()}"
+            entity.type == "mention" and me.username and entity.extract_from(text).lower() == f"@{me.username.lower()}"
         ) or (entity.type == "text_mention" and entity.user is not None and entity.user.id == me.id)
         if is_me:
             cuts.append((entity.offset * 2, (entity.offset + entity.length) * 2))

@@ -65,9 +65,7 @@ def _lang(message: Message) -> Lang:
 async def _say(ctx: TelegramContext, bot: Bot, message: Message, body: str) -> None:
     """A short one-off reply (commands, refusals), sharing the chat's send budget."""
     throttle = ctx.throttles.get(message.chat.id, ctx.interval(message.chat.type))
-    surface = TelegramSurface(
-        bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id
-    )
+    surface = TelegramSurface(bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id)
     for _ in range(3):
         await throttle.take(ctx.sleep or asyncio.sleep)
         try:
@@ -144,9 +142,7 @@ def build_router(ctx: TelegramContext) -> Router:
 
 async def answer(ctx: TelegramContext, bot: Bot, message: Message, query: str) -> RenderStats:
     """Stream Dify's answer to `query` into the chat as a reply to `message`."""
-    surface = TelegramSurface(
-        bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id
-    )
+    surface = TelegramSurface(bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id)
     throttle = ctx.throttles.get(message.chat.id, ctx.interval(message.chat.type))
     extra: dict[str, Any] = {}
     if ctx.clock is not None:

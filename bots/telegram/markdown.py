@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -95,8 +96,10 @@ def _usable_url(url: str | None) -> bool:
     return not parts.scheme and _DOMAIN.fullmatch(url) is not None
 
 
+@functools.lru_cache(maxsize=256)
 def render_markdown(md: str) -> TelegramText:
-    """Convert Markdown to text and entities; never raises (falls back to the plain text)."""
+    """Convert Markdown to text and entities; never raises (falls back to the plain text).
+    Cached: the renderer measures a frame and then sends the same frame."""
     try:
         source = _keep_html_visible(md)
     except Exception:

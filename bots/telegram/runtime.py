@@ -29,7 +29,8 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
 def open_bot(token: str, api_base: str) -> Bot:
-    session = AiohttpSession(api=TelegramAPIServer.from_base(api_base.rstrip("/")))
+    # Many chats edit at once; aiogram's default pool of 100 connections would make them queue.
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_base.rstrip("/")), limit=1000)
     return Bot(token, session=session)
 
 
@@ -61,9 +62,7 @@ class TelegramBot:
     async def __aenter__(self) -> Self:
         self.me = await self.bot.me()
         try:
-            await self.bot.set_my_commands(
-                [BotCommand(command=c, description=d) for c, d in COMMANDS.items()]
-            )
+            await self.bot.set_my_commands([BotCommand(command=c, description=d) for c, d in COMMANDS.items()])
         except TelegramAPIError as exc:
             log.warning("could not register commands: %s", exc.message)
         if self.context.opening_statement is None:
@@ -86,11 +85,7 @@ class TelegramBot:
         """Serialize each chat's updates in arrival order and answer a redelivered update only once."""
         assert isinstance(event, Update)
         message = event.message
-        key = (
-            (message.chat.id, message.message_thread_id if message.is_topic_message else None)
-            if message
-            else None
-        )
+        key = (message.chat.id, message.message_thread_id if message.is_topic_message else None) if message else None
         turn = self._gate.turn(key) if key is not None else None  # queued now, before any await
         if turn is None:
             return await self._once(handler, event, data)

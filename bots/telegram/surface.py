@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Telegram's cap is 4096; a margin keeps entity-count surprises and the cursor safe.
-TELEGRAM_LIMITS = SurfaceLimits(max_length=4000, cursor=" ▌")
+# Telegram's cap is 4096 UTF-16 units; 4000 leaves a margin.
+TELEGRAM_LIMITS = SurfaceLimits(max_length=4000, cursor_length=2)
+CURSOR = " ▌"
 GENERAL_TOPIC = 1
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
@@ -43,9 +44,7 @@ class TelegramSurface:
 
     limits = TELEGRAM_LIMITS
 
-    def __init__(
-        self, bot: Bot, *, chat_id: int, thread_id: int | None = None, reply_to: int | None = None
-    ) -> None:
+    def __init__(self, bot: Bot, *, chat_id: int, thread_id: int | None = None, reply_to: int | None = None) -> None:
         self._bot = bot
         self.chat_id = chat_id
         # Telegram rejects message_thread_id=1 (the General topic) on sends.
@@ -57,8 +56,12 @@ class TelegramSurface:
     def measure(self, markdown: str) -> int:
         return measure(markdown)
 
-    def _render(self, markdown: str) -> TelegramText:
-        return plain(markdown) if self._plain_only else render_markdown(markdown)
+    def _render(self, markdown: str, *, final: bool) -> TelegramText:
+        content = plain(markdown) if self._plain_only else render_markdown(markdown)
+        if final:
+            return content
+        # The cursor goes after the rendered text, outside any entity (and any open code block).
+        return TelegramText(text=content.text + CURSOR, entities=content.entities)
 
     async def send(self, markdown: str, *, final: bool) -> int:
         async def call(content: TelegramText) -> Message:
@@ -77,7 +80,9 @@ class TelegramSurface:
                 link_preview_options=NO_PREVIEW,
             )
 
-        message = await self._call(markdown, call)
+        message = await self._call(markdown, call, final=final)
+        if message is None:
+            raise SurfaceTransient("telegram returned no message")
         return message.message_id
 
     async def edit(self, handle: int, markdown: str, *, final: bool) -> int:
@@ -91,7 +96,7 @@ class TelegramSurface:
                 link_preview_options=NO_PREVIEW,
             )
 
-        await self._call(markdown, call)
+        await self._call(markdown, call, final=final)
         return handle
 
     async def delete(self, handle: int) -> None:
@@ -101,12 +106,10 @@ class TelegramSurface:
             log.info("could not delete message %s: %s", handle, exc.message)
 
     async def typing(self) -> None:
-        await self._bot.send_chat_action(
-            chat_id=self.chat_id, action="typing", message_thread_id=self._thread_id
-        )
+        await self._bot.send_chat_action(chat_id=self.chat_id, action="typing", message_thread_id=self._thread_id)
 
-    async def _call(self, markdown: str, call: Callable[[TelegramText], Awaitable[T]]) -> T:
-        content = self._render(markdown)
+    async def _call(self, markdown: str, call: Callable[[TelegramText], Awaitable[T]], *, final: bool) -> T | None:
+        content = self._render(markdown, final=final)
         for _ in range(3):
             self.calls += 1
             try:
@@ -114,11 +117,11 @@ class TelegramSurface:
             except TelegramBadRequest as exc:
                 reason = exc.message.lower()
                 if "message is not modified" in reason:
-                    return None  # type: ignore[return-value]  # identical content is success
+                    return None  # identical content is success
                 if "can't parse entities" in reason and not self._plain_only:
                     log.info("telegram refused the formatting; resending as plain text")
                     self._plain_only = True
-                    content = plain(markdown)
+                    content = self._render(markdown, final=final)
                     continue
                 if "message thread not found" in reason and self._thread_id is not None:
                     self._thread_id = None  # the topic is gone: answer in the chat itself

@@ -59,9 +59,7 @@ class DifyClient:
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._mode = app_mode
         self._workflow_input = workflow_input
         self._retry_delays = tuple(retry_delays)
@@ -71,7 +69,11 @@ class DifyClient:
 
     async def __aenter__(self) -> Self:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers={"User-Agent": "dify-bots"})
+            # Streams are long-lived: aiohttp's default pool of 100 connections would queue answer 101.
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, headers={"User-Agent": "dify-bots"}, connector=connector
+            )
         return self
 
     async def __aexit__(
@@ -134,9 +136,7 @@ class DifyClient:
 
     async def stop(self, *, task_id: str, user: str) -> None:
         mode = await self.app_mode()
-        path = (
-            f"/workflows/tasks/{task_id}/stop" if mode == WORKFLOW_MODE else f"/chat-messages/{task_id}/stop"
-        )
+        path = f"/workflows/tasks/{task_id}/stop" if mode == WORKFLOW_MODE else f"/chat-messages/{task_id}/stop"
         await self._request_json("POST", path, body={"user": user})
 
     async def delete_conversation(self, *, conversation_id: str, user: str) -> None:

@@ -50,7 +50,7 @@ class RenderStats:
 @dataclass(slots=True)
 class _Message:
     handle: Handle
-    shown: str  # last markdown the platform accepted for it
+    shown: tuple[str, bool]  # the markdown the platform last accepted for it, and whether it was final
 
 
 class StreamRenderer:
@@ -193,7 +193,7 @@ class StreamRenderer:
             # The answer was replaced (moderation): lay everything out again from the start.
             self._frozen.clear()
             self._text_frozen, self._carry = "", ""
-        room = self._limit - (0 if final else self._surface.measure(self._surface.limits.cursor))
+        room = self._limit - (0 if final else self._surface.limits.cursor_length)
         body = self._carry + answer[len(self._text_frozen) :]
         while True:
             cut = split_markdown(body, limit=room, measure=self._surface.measure)
@@ -206,8 +206,7 @@ class StreamRenderer:
             self._text_frozen = answer[: len(answer) - len(rest)]
             self._carry = reopen
             body = cut.tail
-        last = body if final else body + self._surface.limits.cursor
-        return [*self._frozen, last]
+        return [*self._frozen, body]
 
     def _final_parts(self) -> list[str]:
         if self._final_text is None:
@@ -272,22 +271,23 @@ class StreamRenderer:
             parts = self._interim_parts()
             if parts is None:
                 continue
-            index = self._first_difference(parts)
+            status_only = not self._text.strip()  # a status line is shown as is, without a cursor
+            index = self._first_difference(parts, final=status_only)
             if index is None:
                 continue
             if not self._throttle.try_take():
                 self._changed.set()
                 continue
-            if not await self._apply_part(index, parts, final=index < len(parts) - 1):
+            if not await self._apply_part(index, parts, final=status_only or index < len(parts) - 1):
                 self._changed.set()  # retry the frame at the next slot
-            elif self._first_difference(parts) is not None:
+            elif self._first_difference(parts, final=status_only) is not None:
                 self._changed.set()  # a rollover needs a second operation
 
     async def _write_final(self) -> None:
         attempts = 0
         while not self._blocked:
             parts = self._final_parts()
-            index = self._first_difference(parts)
+            index = self._first_difference(parts, final=True)
             if index is None:
                 break
             await self._throttle.take(self._sleep)
@@ -304,9 +304,12 @@ class StreamRenderer:
         del self._messages[len(parts) :]
         self.stats.final_at = self._clock()
 
-    def _first_difference(self, parts: list[str]) -> int | None:
+    def _first_difference(self, parts: list[str], *, final: bool) -> int | None:
+        """The first message that does not show what it should (parts before the last are final)."""
+        last = len(parts) - 1
         for index, part in enumerate(parts):
-            if index >= len(self._messages) or self._messages[index].shown != part:
+            wanted = (part, final or index < last)
+            if index >= len(self._messages) or self._messages[index].shown != wanted:
                 return index
         return None
 
@@ -343,11 +346,11 @@ class StreamRenderer:
         try:
             if index < len(self._messages):
                 handle = await self._surface.edit(self._messages[index].handle, part, final=final)
-                self._messages[index] = _Message(handle=handle, shown=part)
+                self._messages[index] = _Message(handle=handle, shown=(part, final))
                 self.stats.edits += 1
             else:
                 handle = await self._surface.send(part, final=final)
-                self._messages.append(_Message(handle=handle, shown=part))
+                self._messages.append(_Message(handle=handle, shown=(part, final)))
                 self.stats.sends += 1
                 self.stats.messages = len(self._messages)
         finally:

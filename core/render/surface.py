@@ -8,10 +8,11 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True, slots=True)
 class SurfaceLimits:
-    """`max_length` is in the unit `measure()` returns (Telegram: UTF-16 units of the rendered text)."""
+    """`max_length` is in the unit `measure()` returns (Telegram: UTF-16 units of the rendered text);
+    `cursor_length` is the room the surface's typing cursor takes on interim frames."""
 
     max_length: int
-    cursor: str = " ▌"
+    cursor_length: int = 2
 
 
 class SurfaceError(Exception):
@@ -54,11 +55,12 @@ class MessageSurface(Protocol):
         ...
 
     async def send(self, markdown: str, *, final: bool) -> Handle:
-        """Post a new message (the first one replies to the user's message) and return its handle."""
+        """Post a new message (the first one replies to the user's message) and return its handle.
+        A frame that is not final shows a typing cursor after the rendered text."""
         ...
 
     async def edit(self, handle: Handle, markdown: str, *, final: bool) -> Handle:
-        """Replace a message's content; returns the (possibly new) handle."""
+        """Replace a message's content (cursor as for send); returns the (possibly new) handle."""
         ...
 
     async def delete(self, handle: Handle) -> None:

@@ -133,9 +133,7 @@ async def rejected(
 async def test_auth_is_checked_first(
     dify: FakeDify, http: aiohttp.ClientSession, headers: dict[str, str], message: str
 ) -> None:
-    status, body, resp_headers = await rejected(
-        http, dify.url + "/chat-messages", data="junk", headers=headers
-    )
+    status, body, resp_headers = await rejected(http, dify.url + "/chat-messages", data="junk", headers=headers)
     assert (status, body) == (401, {"code": "unauthorized", "message": message, "status": 401})
     assert resp_headers["WWW-Authenticate"] == 'Bearer realm="api"'
 
@@ -182,9 +180,7 @@ async def test_body_must_be_a_json_object(
         ({"inputs": {}, "query": "hi", "user": USER, "response_mode": "stream"}, "response_mode"),
     ],
 )
-async def test_invalid_params(
-    dify: FakeDify, http: aiohttp.ClientSession, body: dict[str, Any], fragment: str
-) -> None:
+async def test_invalid_params(dify: FakeDify, http: aiohttp.ClientSession, body: dict[str, Any], fragment: str) -> None:
     status, answer, _ = await rejected(http, dify.url + "/chat-messages", json=body, headers=AUTH)
     assert (status, answer["code"]) == (400, "invalid_param")
     assert fragment in answer["message"]
@@ -214,9 +210,7 @@ async def test_blocking_is_the_default(dify: FakeDify, http: aiohttp.ClientSessi
     assert set(answer["metadata"]) == {"annotation_reply", "retriever_resources", "usage", "reasoning"}
 
 
-async def test_agent_apps_refuse_blocking_and_default_to_streaming(
-    dify: FakeDify, http: aiohttp.ClientSession
-) -> None:
+async def test_agent_apps_refuse_blocking_and_default_to_streaming(dify: FakeDify, http: aiohttp.ClientSession) -> None:
     dify.mode = "agent"
     body = {"inputs": {}, "query": "hi", "user": USER}
     status, answer, _ = await rejected(
@@ -239,9 +233,7 @@ async def test_unknown_route_is_a_json_404(dify: FakeDify, http: aiohttp.ClientS
 # --- conversation registry ---------------------------------------------------------
 
 
-async def test_conversations_are_created_reused_and_owned(
-    dify: FakeDify, http: aiohttp.ClientSession
-) -> None:
+async def test_conversations_are_created_reused_and_owned(dify: FakeDify, http: aiohttp.ClientSession) -> None:
     events, _ = await stream(http, dify, chat_body(conversation_id=""))
     first = events[0]
     assert isinstance(first, dict)
@@ -415,9 +407,7 @@ async def test_answer_follows_the_app_mode(
         assert len({e["workflow_run_id"] for e in data}) == 1
     else:
         assert all(list(e)[:5] == CHAT_ENVELOPE for e in data)
-        assert (
-            len({(e["conversation_id"], e["message_id"], e["created_at"], e["task_id"]) for e in data}) == 1
-        )
+        assert len({(e["conversation_id"], e["message_id"], e["created_at"], e["task_id"]) for e in data}) == 1
 
 
 async def test_answer_chunks_and_delay(dify: FakeDify, http: aiohttp.ClientSession) -> None:

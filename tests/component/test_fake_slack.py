@@ -192,9 +192,7 @@ async def test_update_validation(fake: FakeSlack, client: AsyncWebClient) -> Non
     wrong_channel = await api_error(client.chat_update(channel="C2", ts=posted["ts"], text="y"))
     too_long = await api_error(client.chat_update(channel="C1", ts=posted["ts"], text="y" * 4001))
     mixed = await api_error(
-        client.api_call(
-            "chat.update", json={"channel": "C1", "ts": posted["ts"], "text": "a", "markdown_text": "b"}
-        )
+        client.api_call("chat.update", json={"channel": "C1", "ts": posted["ts"], "text": "a", "markdown_text": "b"})
     )
 
     assert missing.response["error"] == "message_not_found"
@@ -275,9 +273,7 @@ async def test_dm_needs_no_recipient_but_channel_does(fake: FakeSlack, client: A
     no_team = await api_error(
         client.chat_startStream(channel="C1", thread_ts=ROOT_TS, recipient_user_id="U1", markdown_text="hi")
     )
-    no_thread = await api_error(
-        client.api_call("chat.startStream", json={"channel": "D1", "markdown_text": "x"})
-    )
+    no_thread = await api_error(client.api_call("chat.startStream", json={"channel": "D1", "markdown_text": "x"}))
 
     assert no_user.response["error"] == "missing_recipient_user_id"
     assert no_team.response["error"] == "missing_recipient_team_id"
@@ -296,20 +292,14 @@ async def test_streaming_feature_disabled(fake: FakeSlack, client: AsyncWebClien
     assert fake.messages == {}
 
 
-async def test_chunks_other_than_markdown_are_accepted_and_ignored(
-    fake: FakeSlack, client: AsyncWebClient
-) -> None:
+async def test_chunks_other_than_markdown_are_accepted_and_ignored(fake: FakeSlack, client: AsyncWebClient) -> None:
     task = {"type": "task_update", "id": "t1", "title": "Searching", "status": "in_progress"}
     started = await client.chat_startStream(
         channel="D1", thread_ts=ROOT_TS, chunks=[task, {"type": "markdown_text", "text": "a"}]
     )
-    await client.chat_appendStream(
-        channel="D1", ts=started["ts"], chunks=[{"type": "markdown_text", "text": "b"}]
-    )
+    await client.chat_appendStream(channel="D1", ts=started["ts"], chunks=[{"type": "markdown_text", "text": "b"}])
     await client.chat_appendStream(channel="D1", ts=started["ts"], markdown_text="c")
-    bad = await api_error(
-        client.chat_appendStream(channel="D1", ts=started["ts"], chunks=[{"type": "bogus"}])
-    )
+    bad = await api_error(client.chat_appendStream(channel="D1", ts=started["ts"], chunks=[{"type": "bogus"}]))
 
     assert fake.visible_text("D1", started["ts"]) == "abc"
     assert bad.response["error"] == "invalid_chunks"
@@ -320,9 +310,7 @@ async def test_append_errors(fake: FakeSlack, client: AsyncWebClient) -> None:
     posted = await client.chat_postMessage(channel="D1", text="not a stream")
 
     unknown = await api_error(client.chat_appendStream(channel="D1", ts="1.1", markdown_text="y"))
-    too_long = await api_error(
-        client.chat_appendStream(channel="D1", ts=started["ts"], markdown_text="y" * 12001)
-    )
+    too_long = await api_error(client.chat_appendStream(channel="D1", ts=started["ts"], markdown_text="y" * 12001))
     not_stream = await api_error(client.chat_appendStream(channel="D1", ts=posted["ts"], markdown_text="y"))
     await client.chat_stopStream(channel="D1", ts=started["ts"])
     after_stop = await api_error(client.chat_appendStream(channel="D1", ts=started["ts"], markdown_text="y"))
@@ -334,9 +322,7 @@ async def test_append_errors(fake: FakeSlack, client: AsyncWebClient) -> None:
     assert fake.visible_text("D1", started["ts"]) == "x"
 
 
-async def test_update_conflicts_mid_stream_but_works_after_stop(
-    fake: FakeSlack, client: AsyncWebClient
-) -> None:
+async def test_update_conflicts_mid_stream_but_works_after_stop(fake: FakeSlack, client: AsyncWebClient) -> None:
     started = await client.chat_startStream(channel="D1", thread_ts=ROOT_TS, markdown_text="x")
 
     err = await api_error(client.chat_update(channel="D1", ts=started["ts"], markdown_text="edit"))
@@ -479,15 +465,11 @@ def test_signed_headers_verify_with_slack_sdk() -> None:
     assert not SignatureVerifier("other-secret").is_valid(body, ts, headers["X-Slack-Signature"])
     assert not SignatureVerifier(SECRET).is_valid(body + b" ", ts, headers["X-Slack-Signature"])
     stale = signed_headers(SECRET, body, "application/json", timestamp=int(time.time()) - 600)
-    assert not SignatureVerifier(SECRET).is_valid(
-        body, stale["X-Slack-Request-Timestamp"], stale["X-Slack-Signature"]
-    )
+    assert not SignatureVerifier(SECRET).is_valid(body, stale["X-Slack-Request-Timestamp"], stale["X-Slack-Signature"])
 
 
 def test_payload_builders() -> None:
-    envelope = json.loads(
-        event_body(event=dm_event(channel="D1", user="U1", text="hi", ts="1.2"), event_id="Ev1")
-    )
+    envelope = json.loads(event_body(event=dm_event(channel="D1", user="U1", text="hi", ts="1.2"), event_id="Ev1"))
     assert envelope["type"] == "event_callback"
     assert envelope["event_id"] == "Ev1"
     assert envelope["authorizations"] == [{"team_id": "T1", "user_id": "UBOT", "is_bot": True}]
@@ -543,9 +525,7 @@ async def test_signed_event_reaches_bolt_listener(fake: FakeSlack, bolt_url: tup
 
     body = event_body(event=mention_event(channel="C1", user="U1", text="<@UBOT> ping", ts=ROOT_TS))
     async with aiohttp.ClientSession() as session:
-        async with session.post(
-            url, data=body, headers=signed_headers(SECRET, body, "application/json")
-        ) as resp:
+        async with session.post(url, data=body, headers=signed_headers(SECRET, body, "application/json")) as resp:
             assert resp.status == 200
         bad = signed_headers("wrong", body, "application/json")
         async with session.post(url, data=body, headers=bad) as resp:

@@ -112,9 +112,7 @@ async def test_unknown_method_is_not_found(bot: Bot, fake: FakeTelegram) -> None
 # --------------------------------------------------------------------------- sendMessage
 
 
-async def test_send_message_stores_and_returns_message(
-    fake: FakeTelegram, bot: Bot, clock: ManualClock
-) -> None:
+async def test_send_message_stores_and_returns_message(fake: FakeTelegram, bot: Bot, clock: ManualClock) -> None:
     first = await bot.send_message(PRIVATE, "hello")
     clock.advance(1)
     second = await bot.send_message(PRIVATE, "world", reply_markup=stop_keyboard())
@@ -136,9 +134,7 @@ async def test_group_chat_is_supergroup_and_reply_is_linked(fake: FakeTelegram, 
     update = fake.message_update(chat_id=GROUP, user_id=7, text="@test_bot hi", chat_type="supergroup")
     incoming = update["message"]
     assert incoming["entities"] == [{"type": "mention", "offset": 0, "length": 9}]
-    sent = await bot.send_message(
-        GROUP, "…", reply_parameters=ReplyParameters(message_id=incoming["message_id"])
-    )
+    sent = await bot.send_message(GROUP, "…", reply_parameters=ReplyParameters(message_id=incoming["message_id"]))
     assert sent.chat.type == "supergroup"
     assert sent.message_id == incoming["message_id"] + 1
     assert sent.reply_to_message is not None
@@ -177,8 +173,7 @@ async def test_parse_mode_errors(bot: Bot, clock: ManualClock) -> None:
     with pytest.raises(TelegramBadRequest) as exc:
         await bot.send_message(PRIVATE, "Done.", parse_mode="MarkdownV2")
     assert exc.value.message == (
-        "Bad Request: can't parse entities: "
-        "Character '.' is reserved and must be escaped with the preceding '\\'"
+        "Bad Request: can't parse entities: Character '.' is reserved and must be escaped with the preceding '\\'"
     )
     with pytest.raises(TelegramBadRequest) as exc:
         await bot.send_message(PRIVATE, "abc", entities=[MessageEntity(type="bold", offset=2, length=5)])
@@ -195,9 +190,7 @@ async def test_parse_mode_errors(bot: Bot, clock: ManualClock) -> None:
 
 
 async def test_markup_parses_to_the_same_entities_aiogram_builds(bot: Bot, clock: ManualClock) -> None:
-    content = Text(
-        "Hi ", Bold("bold ", Italic("both")), " 😀 ", Code("x<y"), " ", TextLink("link", url="https://e.x")
-    )
+    content = Text("Hi ", Bold("bold ", Italic("both")), " 😀 ", Code("x<y"), " ", TextLink("link", url="https://e.x"))
     expected = await bot.send_message(PRIVATE, **content.as_kwargs())
     clock.advance(1)
     html = await bot.send_message(PRIVATE, content.as_html(), parse_mode="HTML")
@@ -216,9 +209,7 @@ async def test_edit_message_text_rules(fake: FakeTelegram, bot: Bot, clock: Manu
     clock.advance(1)
     # Same text and same keyboard: not modified.
     with pytest.raises(TelegramBadRequest) as exc:
-        await bot.edit_message_text(
-            "draft", chat_id=PRIVATE, message_id=sent.message_id, reply_markup=stop_keyboard()
-        )
+        await bot.edit_message_text("draft", chat_id=PRIVATE, message_id=sent.message_id, reply_markup=stop_keyboard())
     assert exc.value.message == NOT_MODIFIED
     # Same text but the keyboard goes away: that is a modification.
     edited = await bot.edit_message_text("draft", chat_id=PRIVATE, message_id=sent.message_id)
@@ -245,9 +236,7 @@ async def test_edit_message_text_rules(fake: FakeTelegram, bot: Bot, clock: Manu
     assert fake.count("editMessageText", chat_id=PRIVATE, status=400) == 5
 
 
-async def test_user_deleted_message_cannot_be_edited(
-    fake: FakeTelegram, bot: Bot, clock: ManualClock
-) -> None:
+async def test_user_deleted_message_cannot_be_edited(fake: FakeTelegram, bot: Bot, clock: ManualClock) -> None:
     sent = await bot.send_message(PRIVATE, "placeholder")
     fake.delete_message(PRIVATE, sent.message_id)
     clock.advance(1)
@@ -295,9 +284,7 @@ async def test_private_chat_needs_one_second_between_operations(
     await bot.send_message(PRIVATE + 1, "elsewhere")
 
 
-async def test_edits_and_deletes_share_the_private_allowance(
-    fake: FakeTelegram, bot: Bot, clock: ManualClock
-) -> None:
+async def test_edits_and_deletes_share_the_private_allowance(fake: FakeTelegram, bot: Bot, clock: ManualClock) -> None:
     sent = await bot.send_message(PRIVATE, "a")
     clock.advance(0.9)
     with pytest.raises(TelegramRetryAfter):
@@ -339,9 +326,7 @@ async def test_rate_limits_can_be_disabled(clock: ManualClock) -> None:
 # --------------------------------------------------------------------------- injected faults
 
 
-async def test_injected_faults_map_to_aiogram_exceptions(
-    fake: FakeTelegram, bot: Bot, clock: ManualClock
-) -> None:
+async def test_injected_faults_map_to_aiogram_exceptions(fake: FakeTelegram, bot: Bot, clock: ManualClock) -> None:
     fake.fail_next("sendMessage", "retry_after:7")
     with pytest.raises(TelegramRetryAfter) as retry:
         await bot.send_message(PRIVATE, "x")
@@ -368,9 +353,7 @@ async def test_injected_faults_map_to_aiogram_exceptions(
     faults = {
         "not_found": "Bad Request: message to edit not found",
         "cant_be_edited": "Bad Request: message can't be edited",
-        "cant_parse": (
-            "Bad Request: can't parse entities: Can't find end of the entity starting at byte offset 0"
-        ),
+        "cant_parse": ("Bad Request: can't parse entities: Can't find end of the entity starting at byte offset 0"),
     }
     for fault, message in faults.items():
         clock.advance(1)
@@ -424,10 +407,7 @@ async def test_get_updates_waits_for_timeout_without_spinning(fake: FakeTelegram
 
 
 async def test_get_updates_offset_and_validation_by_aiogram(fake: FakeTelegram, bot: Bot) -> None:
-    ids = [
-        fake.push_update(fake.message_update(chat_id=PRIVATE, user_id=PRIVATE, text=f"m{i}"))
-        for i in range(3)
-    ]
+    ids = [fake.push_update(fake.message_update(chat_id=PRIVATE, user_id=PRIVATE, text=f"m{i}")) for i in range(3)]
     first = await bot.get_updates(timeout=0)
     assert [u.update_id for u in first] == ids
     assert all(isinstance(u, Update) for u in first)
@@ -482,9 +462,7 @@ async def test_simple_methods_return_true(fake: FakeTelegram, bot: Bot) -> None:
 
 
 async def test_send_document_is_flood_counted(fake: FakeTelegram, bot: Bot, clock: ManualClock) -> None:
-    sent = await bot.send_document(
-        PRIVATE, BufferedInputFile(b"data", filename="answer.md"), caption="full answer"
-    )
+    sent = await bot.send_document(PRIVATE, BufferedInputFile(b"data", filename="answer.md"), caption="full answer")
     assert sent.document is not None and sent.caption == "full answer"
     upload = fake.calls[-1].params["document"]
     assert isinstance(upload, dict) and upload["data"] == b"data"

@@ -61,9 +61,7 @@ async def test_stored_user_wins_over_the_current_sender(service: ChatService, di
     assert [r["user"] for r in dify.chat_requests()] == ["tg-7", "tg-7"]
 
 
-async def test_concurrent_messages_share_one_conversation_in_order(
-    service: ChatService, dify: FakeDify
-) -> None:
+async def test_concurrent_messages_share_one_conversation_in_order(service: ChatService, dify: FakeDify) -> None:
     dify.script(Answer("first answer", delay=0.05), Answer("second answer"))
     results = await asyncio.gather(ask(service, "first"), ask(service, "second"))
     assert [answer_of(r) for r in results] == ["first answer", "second answer"]

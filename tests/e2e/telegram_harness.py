@@ -103,9 +103,7 @@ async def telegram_bot(
 ) -> AsyncIterator[TelegramHarness]:
     async with (
         FakeDify(mode=dify_mode) as dify,
-        FakeTelegram(
-            token=TOKEN, clock=scaled_clock, rate_limits=rate_limits, retry_after=retry_after
-        ) as telegram,
+        FakeTelegram(token=TOKEN, clock=scaled_clock, rate_limits=rate_limits, retry_after=retry_after) as telegram,
     ):
         values: dict[str, Any] = {
             "dify_api_key": dify.api_key,

@@ -21,9 +21,7 @@ async def dify() -> AsyncIterator[FakeDify]:
 
 
 def cli_env(dify: FakeDify, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DIFY_", "TELEGRAM_", "SLACK_", "OPENAI_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIFY_", "TELEGRAM_", "SLACK_", "OPENAI_"))}
     env.pop("REDIS_URL", None)  # the embedded Redis under DATA_DIR, as on a fresh machine
     env.update({"DIFY_API_KEY": dify.api_key, "DIFY_BASE_URL": dify.url, "DATA_DIR": str(data_dir)})
     env.update(extra)
@@ -47,9 +45,7 @@ async def run_cli(*args: str, env: dict[str, str], stdin: bytes = b"", cwd: Path
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_chat_reads_lines_and_keeps_the_conversation_across_runs(
-    dify: FakeDify, tmp_path: Path
-) -> None:
+async def test_chat_reads_lines_and_keeps_the_conversation_across_runs(dify: FakeDify, tmp_path: Path) -> None:
     env = cli_env(dify, tmp_path / "data")
     code, out, err = await run_cli("chat", env=env, stdin=b"hi\nmore\n", cwd=tmp_path)
     assert code == 0, err

@@ -34,12 +34,8 @@ def chunks_of(answer: str, size: int = 40) -> list[str]:
 
 
 @pytest.fixture(params=["polling", "webhook"])
-async def bot(
-    request: pytest.FixtureRequest, redis_url: str, key_prefix: str
-) -> AsyncIterator[TelegramHarness]:
-    async with telegram_bot(
-        redis_url=redis_url, key_prefix=key_prefix, webhook=request.param == "webhook"
-    ) as h:
+async def bot(request: pytest.FixtureRequest, redis_url: str, key_prefix: str) -> AsyncIterator[TelegramHarness]:
+    async with telegram_bot(redis_url=redis_url, key_prefix=key_prefix, webhook=request.param == "webhook") as h:
         yield h
 
 
@@ -133,9 +129,7 @@ async def test_progress_is_shown_before_text(polling_bot: TelegramHarness) -> No
 
 
 @pytest.mark.parametrize("chat_id,chat_type", [(42, "private"), (-100500, "supergroup")])
-async def test_no_429_at_the_default_cadence(
-    redis_url: str, key_prefix: str, chat_id: int, chat_type: str
-) -> None:
+async def test_no_429_at_the_default_cadence(redis_url: str, key_prefix: str, chat_id: int, chat_type: str) -> None:
     async with telegram_bot(redis_url=redis_url, key_prefix=key_prefix) as harness:
         answer = " ".join(f"token{i}" for i in range(300))
         # ≈ 150 Telegram seconds of streaming: far more edits than the group's 20 per minute if unthrottled
@@ -184,9 +178,7 @@ async def test_recovers_from_cant_parse_with_plain_text(polling_bot: TelegramHar
 
 
 async def test_dify_errors_are_friendly_and_localized(polling_bot: TelegramHarness) -> None:
-    polling_bot.dify.script(
-        StreamError("completion_request_error", "[openai] boom", after_text="The answer is")
-    )
+    polling_bot.dify.script(StreamError("completion_request_error", "[openai] boom", after_text="The answer is"))
     await polling_bot.say("go")
     texts = await polling_bot.settled()
     from core.dify.errors import DifyProviderError
@@ -260,9 +252,7 @@ async def test_start_help_and_unknown_commands(polling_bot: TelegramHarness) -> 
 
 
 async def test_allow_lists(redis_url: str, key_prefix: str) -> None:
-    async with telegram_bot(
-        redis_url=redis_url, key_prefix=key_prefix, telegram_allowed_users="7"
-    ) as harness:
+    async with telegram_bot(redis_url=redis_url, key_prefix=key_prefix, telegram_allowed_users="7") as harness:
         await harness.say("hello", chat_id=8, user_id=8)
         assert await harness.settled(8) == [text("not_allowed")]
         await harness.say("hello", chat_id=7, user_id=7)

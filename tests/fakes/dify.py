@@ -119,7 +119,14 @@ class SplitWrite:
     at: list[int]
 
 
-Step = bytes | Delay | Drop | SplitWrite
+@dataclass(frozen=True)
+class Mark:
+    """Calls `callback` when the stream reaches this point (benchmarks record send times with it)."""
+
+    callback: Callable[[], None]
+
+
+Step = bytes | Delay | Drop | SplitWrite | Mark
 
 
 # --- replies ----------------------------------------------------------------
@@ -280,9 +287,7 @@ class Events:
 
     def message_file_text(self, answer: str, *, selector: list[str] | None = None) -> bytes:
         """The quirk of chat apps whose message owns a file: text deltas sent as `message_file`."""
-        return self.event(
-            "message_file", id=self.ctx.message_id, answer=answer, from_variable_selector=selector
-        )
+        return self.event("message_file", id=self.ctx.message_id, answer=answer, from_variable_selector=selector)
 
     def message_replace(self, answer: str, *, reason: str = "") -> bytes:
         return self.event("message_replace", answer=answer, reason=reason)
@@ -389,9 +394,7 @@ class Events:
         return self.flow_event("node_finished", data)
 
     def text_chunk(self, text: str, *, selector: list[str] | None = None) -> bytes:
-        return self.event(
-            "text_chunk", data={"text": text, "from_variable_selector": selector or ["llm", "text"]}
-        )
+        return self.event("text_chunk", data={"text": text, "from_variable_selector": selector or ["llm", "text"]})
 
     def workflow_finished(
         self,
@@ -633,9 +636,7 @@ class _ApiError(Exception):
 
 def error_response(status: int, code: str, message: str) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="api"'} if status == 401 else None
-    return web.json_response(
-        {"code": code, "message": message, "status": status}, status=status, headers=headers
-    )
+    return web.json_response({"code": code, "message": message, "status": status}, status=status, headers=headers)
 
 
 _NOT_JSON = object()
@@ -752,11 +753,7 @@ class FakeDify:
 
     def chat_requests(self) -> list[dict[str, Any]]:
         paths = ("/v1/chat-messages", "/v1/workflows/run")
-        return [
-            r.json
-            for r in self.requests
-            if r.method == "POST" and r.path in paths and isinstance(r.json, dict)
-        ]
+        return [r.json for r in self.requests if r.method == "POST" and r.path in paths and isinstance(r.json, dict)]
 
     # --- plumbing ------------------------------------------------------------
 
@@ -786,9 +783,7 @@ class FakeDify:
         except web.HTTPNotFound:
             return error_response(404, "not_found", _NOT_FOUND_TEXT)
         except web.HTTPMethodNotAllowed:
-            return error_response(
-                405, "method_not_allowed", "The method is not allowed for the requested URL."
-            )
+            return error_response(405, "method_not_allowed", "The method is not allowed for the requested URL.")
         except Exception as exc:
             self.server_errors.append(exc)
             raise
@@ -797,9 +792,7 @@ class FakeDify:
         header = request.headers.get("Authorization")
         parts = header.split(None, 1) if header is not None else []
         if header is None or " " not in header or len(parts) != 2:
-            raise _ApiError(
-                401, "unauthorized", "Authorization header must be provided and start with 'Bearer'"
-            )
+            raise _ApiError(401, "unauthorized", "Authorization header must be provided and start with 'Bearer'")
         scheme, token = parts
         if scheme.lower() != "bearer":
             raise _ApiError(401, "unauthorized", "Authorization scheme must be 'Bearer'")
@@ -814,8 +807,7 @@ class FakeDify:
             raise _ApiError(
                 415,
                 "unsupported_media_type",
-                "Did not attempt to load JSON data because the request Content-Type was not "
-                "'application/json'.",
+                "Did not attempt to load JSON data because the request Content-Type was not 'application/json'.",
             )
         body = request[_JSON_BODY]
         if not isinstance(body, dict):
@@ -909,9 +901,7 @@ class FakeDify:
         return await self._respond(request, ctx, reply, streaming=payload.response_mode == "streaming")
 
     @staticmethod
-    def _context(
-        mode: str, user: str, inputs: dict[str, Any], query: str, conversation_id: str
-    ) -> ReplyContext:
+    def _context(mode: str, user: str, inputs: dict[str, Any], query: str, conversation_id: str) -> ReplyContext:
         return ReplyContext(
             query=query,
             user=user,
@@ -1011,6 +1001,8 @@ class FakeDify:
             elif isinstance(step, Drop):
                 await self._drop(request)
                 return
+            elif isinstance(step, Mark):
+                step.callback()
             else:
                 bounds = [0, *sorted(set(step.at)), len(step.data)]
                 for start, end in itertools.pairwise(bounds):

@@ -25,9 +25,7 @@ CHATFLOW_SELECTOR = ["llm", "text"]
 TOOL_LABELS = {"current_time": {"en_US": "Current Time", "zh_Hans": "获取当前时间"}}
 IMAGE_FILE_ID = "f1e2d3c4-b5a6-4978-8a9b-0c1d2e3f4a5b"
 # Relative, as with the self-hosted default FILES_URL=""; FakeDify serves it under `host_url`.
-IMAGE_FILE_URL = (
-    "/files/tools/9f2b7c1e-4d3a-4b5c-8e6f-7a8b9c0d1e2f.png?timestamp=1751364003&nonce=5c1f&sign=q2Zk"
-)
+IMAGE_FILE_URL = "/files/tools/9f2b7c1e-4d3a-4b5c-8e6f-7a8b9c0d1e2f.png?timestamp=1751364003&nonce=5c1f&sign=q2Zk"
 ANNOTATION_TEXT = "Office hours: 9am to 5pm, Monday to Friday."
 HUGE_STRING_BYTES = 5 * 1024 * 1024
 MULTIBYTE_CHUNKS = ["你好，", "退款须在", "30天内申请", "🌏👍！"]
@@ -180,9 +178,7 @@ def dropped_mid_stream(ctx: ReplyContext) -> list[Step]:
 # --- agent ------------------------------------------------------------------
 
 
-def _tool_call(
-    ctx: ReplyContext, tool: str, tool_input: str, observation: str, files: list[str]
-) -> list[bytes]:
+def _tool_call(ctx: ReplyContext, tool: str, tool_input: str, observation: str, files: list[str]) -> list[bytes]:
     ev = Events(ctx, mode="agent-chat")
     th1 = _id(ctx, "thought-1")
     labels = TOOL_LABELS if tool == "current_time" else {tool: {"en_US": "Chart", "zh_Hans": "图表"}}
@@ -214,9 +210,7 @@ def _agent_answer(ctx: ReplyContext, deltas: list[str]) -> list[bytes]:
         *[ev.agent_message(delta) for delta in deltas],
         PING,
         ev.agent_thought(th2, 2, thought="".join(deltas)),
-        ev.message_end(
-            usage={**EMPTY_USAGE, "prompt_tokens": 880, "completion_tokens": 71, "total_tokens": 951}
-        ),
+        ev.message_end(usage={**EMPTY_USAGE, "prompt_tokens": 880, "completion_tokens": 71, "total_tokens": 951}),
     ]
 
 

@@ -536,9 +536,7 @@ def _blocks_text(blocks: list[dict[str, Any]]) -> str:
 # ---------------------------------------------------------------------- signed requests to a bolt endpoint
 
 
-def signed_headers(
-    secret: str, body: bytes, content_type: str, *, timestamp: int | None = None
-) -> dict[str, str]:
+def signed_headers(secret: str, body: bytes, content_type: str, *, timestamp: int | None = None) -> dict[str, str]:
     """Headers for a Slack request: `v0=HMAC_SHA256(secret, "v0:{ts}:{body}")` over the exact bytes sent."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(secret.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()

@@ -54,8 +54,7 @@ BOT_COMMAND_DESCRIPTION_INVALID = "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID"
 FORBIDDEN_BLOCKED = "Forbidden: bot was blocked by the user"
 SERVER_ERROR = "Internal Server Error"
 CONFLICT_WEBHOOK = (
-    "Conflict: can't use getUpdates method while webhook is active; "
-    "use deleteWebhook to delete the webhook first"
+    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"
 )
 CONFLICT_OTHER_POLLER = (
     "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
@@ -335,9 +334,7 @@ def _parse_html_tag(src: str, index: int, body: str) -> tuple[str, dict[str, str
         attr = _HTML_ATTR_RE.match(rest, pos)
         if attr is None or attr.end() == pos:
             offset = _byte_offset(src, index)
-            raise _parse_error(
-                f"Expected equal sign in declaration of an attribute of the tag at byte offset {offset}"
-            )
+            raise _parse_error(f"Expected equal sign in declaration of an attribute of the tag at byte offset {offset}")
         raw = attr.group(2) or ""
         if raw[:1] in {'"', "'"}:
             raw = raw[1:-1]
@@ -390,16 +387,12 @@ def _parse_html(src: str) -> tuple[str, list[JsonDict]]:
     return out.result()
 
 
-def _html_entity_for(
-    src: str, index: int, name: str, attrs: dict[str, str], stack: list[_OpenTag]
-) -> JsonDict | None:
+def _html_entity_for(src: str, index: int, name: str, attrs: dict[str, str], stack: list[_OpenTag]) -> JsonDict | None:
     entity_type = _HTML_TAGS.get(name)
     if entity_type is None:
         raise _parse_error(f'Unsupported start tag "{name}" at byte offset {_byte_offset(src, index)}')
     if name == "span" and attrs.get("class") != "tg-spoiler":
-        raise _parse_error(
-            f'Tag "span" must have class "tg-spoiler" at byte offset {_byte_offset(src, index)}'
-        )
+        raise _parse_error(f'Tag "span" must have class "tg-spoiler" at byte offset {_byte_offset(src, index)}')
     if name == "a":
         href = attrs.get("href", "")
         return {"type": "text_link", "url": href} if href else None
@@ -448,9 +441,7 @@ def _reserved_error(char: str) -> ApiError:
 
 def _unclosed_error(src: str, entity: _OpenMarkdown) -> ApiError:
     name = _MDV2_NAMES[entity.entity_type]
-    return _parse_error(
-        f"Can't find end of {name} entity at byte offset {_byte_offset(src, entity.src_index)}"
-    )
+    return _parse_error(f"Can't find end of {name} entity at byte offset {_byte_offset(src, entity.src_index)}")
 
 
 def _read_link_target(src: str, index: int) -> tuple[str, int]:
@@ -586,16 +577,12 @@ def _parse_markdown_legacy(src: str) -> tuple[str, list[JsonDict]]:
             opener = 3 if delimiter == "```" else 1
             end = src.find(delimiter, i + opener)
             if end == -1:
-                raise _parse_error(
-                    f"Can't find end of the entity starting at byte offset {_byte_offset(src, i)}"
-                )
+                raise _parse_error(f"Can't find end of the entity starting at byte offset {_byte_offset(src, i)}")
             inner = src[i + opener : end]
             start = out.pos
             if delimiter == "]":
                 if not src.startswith("(", end + 1):
-                    raise _parse_error(
-                        f"Can't find end of the entity starting at byte offset {_byte_offset(src, i)}"
-                    )
+                    raise _parse_error(f"Can't find end of the entity starting at byte offset {_byte_offset(src, i)}")
                 url, i = _read_link_target(src, end + 1)
                 out.emit(inner)
                 out.add("text_link", start, url=url)
@@ -753,8 +740,7 @@ def _normalise_markup(markup: Any) -> JsonDict | None:
     if not isinstance(keyboard, list) or not all(isinstance(row, list) for row in keyboard):
         raise ApiError(
             400,
-            "Bad Request: can't parse inline keyboard button: "
-            'field "inline_keyboard" must be an Array of Arrays',
+            'Bad Request: can\'t parse inline keyboard button: field "inline_keyboard" must be an Array of Arrays',
         )
     for row in keyboard:
         for button in row:
@@ -1253,9 +1239,7 @@ class FakeTelegram:
         if not isinstance(commands, list):
             raise ApiError(400, "Bad Request: can't parse commands JSON object")
         for command in commands:
-            if not isinstance(command, dict) or not _COMMAND_NAME_RE.fullmatch(
-                str(command.get("command", ""))
-            ):
+            if not isinstance(command, dict) or not _COMMAND_NAME_RE.fullmatch(str(command.get("command", ""))):
                 raise ApiError(400, BOT_COMMAND_INVALID)
             if not 1 <= len(str(command.get("description", ""))) <= 256:
                 raise ApiError(400, BOT_COMMAND_DESCRIPTION_INVALID)

@@ -64,9 +64,7 @@ class Stream:
     events: int  # number of data payloads in ``body``
 
 
-def build_streams(
-    *, messages: int, big_lines: int, big_line_mb: float, seed: int = 1
-) -> tuple[Stream, Stream]:
+def build_streams(*, messages: int, big_lines: int, big_line_mb: float, seed: int = 1) -> tuple[Stream, Stream]:
     """A Dify advanced-chat stream, with and without its huge lines.
 
     ``messages`` ``message`` events (a few tokens of mixed ASCII/Chinese/emoji each) with

@@ -51,6 +51,7 @@ class MemorySurface:
     async def send(self, markdown: str, *, final: bool) -> int:
         if self.faults:
             raise self.faults.pop(0)
+        markdown = markdown if final else markdown + " ▌"
         handle = len(self.shown) + 1
         self.shown[handle] = markdown
         self.ops.append(Op("send", handle, markdown, final, self._now()))
@@ -59,6 +60,7 @@ class MemorySurface:
     async def edit(self, handle: int, markdown: str, *, final: bool) -> int:
         if self.faults:
             raise self.faults.pop(0)
+        markdown = markdown if final else markdown + " ▌"
         assert len(markdown) <= self.limits.max_length
         self.shown[handle] = markdown
         self.ops.append(Op("edit", handle, markdown, final, self._now()))
@@ -85,9 +87,7 @@ def renderer(surface: MemorySurface, **kwargs: object) -> StreamRenderer:
 
 async def test_short_answer_is_one_final_send() -> None:
     surface = MemorySurface()
-    stats = await renderer(surface).render(
-        script([TextDelta("Hello"), TextDelta(" world"), Done("Hello world")])
-    )
+    stats = await renderer(surface).render(script([TextDelta("Hello"), TextDelta(" world"), Done("Hello world")]))
     assert [(op.kind, op.text, op.final) for op in surface.ops] == [("send", "Hello world", True)]
     assert stats.outcome == "done" and stats.sends == 1 and stats.edits == 0
 
@@ -120,9 +120,7 @@ async def test_long_answer_continues_in_new_messages_within_the_limit() -> None:
     parts = [surface.shown[h] for h in sorted(surface.shown)]
     assert len(parts) >= 3
     assert all(len(p) <= 120 for p in parts)
-    assert "".join(p.replace("\n", "").replace(" ", "") for p in parts) == answer.replace("\n", "").replace(
-        " ", ""
-    )
+    assert "".join(p.replace("\n", "").replace(" ", "") for p in parts) == answer.replace("\n", "").replace(" ", "")
 
 
 async def test_rate_limit_pauses_interim_frames_and_final_still_arrives() -> None:
@@ -164,9 +162,7 @@ async def test_vanished_message_continues_in_a_new_one() -> None:
 async def test_failure_keeps_partial_text_and_adds_friendly_line() -> None:
     surface = MemorySurface()
     error = DifyProviderError("[openai] Server Unavailable Error")
-    await renderer(surface).render(
-        script([TextDelta("The answer is"), Failed(error, partial="The answer is")])
-    )
+    await renderer(surface).render(script([TextDelta("The answer is"), Failed(error, partial="The answer is")]))
     assert surface.shown[1] == "The answer is\n\n⚠️ " + friendly_error(error)
     assert "openai" not in surface.shown[1]
 

@@ -57,9 +57,7 @@ def test_env_file_is_read(tmp_path: Path) -> None:
         ({"DIFY_API_KEY": "app-x", "LOG_LEVEL": "loud"}, "LOG_LEVEL is invalid"),
     ],
 )
-def test_errors_are_one_readable_line(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
-) -> None:
+def test_errors_are_one_readable_line(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as caught:

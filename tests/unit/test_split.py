@@ -164,9 +164,7 @@ def _undo(rest: str, cut: Cut) -> tuple[str, str, str]:
     return head, tail, _check_gap(rest, head, tail)
 
 
-def _split_all(
-    text: str, limit: int, measure: Callable[[str], int], kinds: set[str] | None = None
-) -> list[str]:
+def _split_all(text: str, limit: int, measure: Callable[[str], int], kinds: set[str] | None = None) -> list[str]:
     pieces: list[str] = []
     rest = text
     reopened = 0  # length of the fence line the splitter put in front of rest

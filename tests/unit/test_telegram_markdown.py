@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import pytest
 import telegramify_markdown
@@ -36,6 +37,14 @@ def hello(name: str) -> str:
 
 Use List<String> and Vec<T> here.
 """
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    # render_markdown is cached; tests that swap the converter must not see earlier results.
+    render_markdown.cache_clear()
+    yield
+    render_markdown.cache_clear()
 
 
 def _check_entities(result: TelegramText) -> None:

@@ -54,9 +54,7 @@ def test_unknown_exceptions_get_a_generic_sentence() -> None:
     assert "try again" in friendly_error(RuntimeError("Traceback ...")).lower()
 
 
-@pytest.mark.parametrize(
-    ("code", "lang"), [("zh-hans", "zh"), ("zh", "zh"), ("en", "en"), (None, "en"), ("de", "en")]
-)
+@pytest.mark.parametrize(("code", "lang"), [("zh-hans", "zh"), ("zh", "zh"), ("en", "en"), (None, "en"), ("de", "en")])
 def test_language_for(code: str | None, lang: str) -> None:
     assert language_for(code) == lang
 
