@@ -128,6 +128,14 @@ class ConversationStore:
         """Start every conversation under `name` over (e.g. every thread of a Slack channel)."""
         return int(await _guard(self._redis.incr(f"{self._prefix}:gen:{self._app}:{name}")))
 
+    async def set_flag(self, name: str, *, ttl: int | None = None) -> None:
+        """Remember a small fact (e.g. "this DM thread was started by a mention") for the conversation TTL."""
+        expiry = ttl if ttl is not None else (self._ttl or None)
+        await _guard(self._redis.set(f"{self._prefix}:flag:{self._app}:{name}", "1", ex=expiry))
+
+    async def has_flag(self, name: str) -> bool:
+        return bool(await _guard(self._redis.exists(f"{self._prefix}:flag:{self._app}:{name}")))
+
     def lock(self, chat: ChatKey, *, wait: float) -> ConversationLock:
         """One answer at a time per conversation: FIFO within a process, exclusive across processes."""
         key = f"{self._prefix}:lock:{self._app}:{chat.platform}:{chat.scope}"

@@ -12,8 +12,11 @@ from urllib.parse import urlparse
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter
+from aiogram.methods import Response, TelegramMethod
+from aiogram.methods.base import TelegramType
 from aiogram.types import BotCommand, TelegramObject, Update, User
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
@@ -26,6 +29,31 @@ from core.errors import BotError, StoreUnavailable
 log = logging.getLogger(__name__)
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+
+ApiCallRecorder = Callable[[str, str], None]
+
+
+class CallRecorder(BaseRequestMiddleware):
+    """Reports every Bot API call's method and result (ok, rate_limited, error) for metrics."""
+
+    def __init__(self, record: ApiCallRecorder) -> None:
+        self._record = record
+
+    async def __call__(
+        self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot, method: TelegramMethod[TelegramType]
+    ) -> Response[TelegramType]:
+        name = method.__api_method__
+        try:
+            response = await make_request(bot, method)
+        except TelegramRetryAfter:
+            self._record(name, "rate_limited")
+            raise
+        except TelegramAPIError:
+            self._record(name, "error")
+            raise
+        self._record(name, "ok")
+        return response
 
 
 def open_bot(token: str, api_base: str) -> Bot:
@@ -46,8 +74,11 @@ class TelegramBot:
         context: TelegramContext,
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
+        on_api_call: ApiCallRecorder | None = None,
     ) -> None:
         self.bot = open_bot(token, api_base)
+        if on_api_call is not None:
+            self.bot.session.middleware(CallRecorder(on_api_call))
         self.store = store
         self.context = context
         self.webhook_url = webhook_url

@@ -108,6 +108,9 @@ class TelegramSurface:
     async def typing(self) -> None:
         await self._bot.send_chat_action(chat_id=self.chat_id, action="typing", message_thread_id=self._thread_id)
 
+    async def status(self, text: str) -> None:
+        """Unused: Telegram shows progress as a placeholder message."""
+
     async def _call(self, markdown: str, call: Callable[[TelegramText], Awaitable[T]], *, final: bool) -> T | None:
         content = self._render(markdown, final=final)
         for _ in range(3):

@@ -22,7 +22,7 @@ from core.render.surface import (
     SurfaceTooLong,
     SurfaceTransient,
 )
-from core.render.throttle import Clock, Sleep, Throttle
+from core.render.throttle import Budget, Clock, Sleep
 from core.texts import Lang, friendly_error, progress_line, text
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ MAX_FINAL_PAUSE = 120.0
 class RenderStats:
     """What one answer cost and how it went; used by metrics, tests and benchmarks."""
 
+    started_at: float = 0.0
     sends: int = 0
     edits: int = 0
     rate_limited: int = 0
@@ -60,7 +61,7 @@ class StreamRenderer:
         self,
         surface: MessageSurface,
         *,
-        throttle: Throttle,
+        throttle: Budget,
         lang: Lang = "en",
         status_delay: float = 1.0,
         typing_interval: float = 4.5,
@@ -89,15 +90,19 @@ class StreamRenderer:
         self._has_text = asyncio.Event()
         self._finished = asyncio.Event()
         self._strikes = 0
+        self._cut_smaller = False
         self._blocked = False
         self._interrupting = False
         self._reader: asyncio.Task[None] | None = None
         self._limit = surface.limits.max_length
+        self._placeholder = surface.limits.placeholder
+        self._status_changed = asyncio.Event()
 
     # ---- public ---------------------------------------------------------------------------------
 
     async def render(self, events: AsyncIterable[ReplyEvent]) -> RenderStats:
         """Consume reply events and keep the chat in step; returns when the final frame is delivered."""
+        self.stats.started_at = self._clock()
         typing = asyncio.create_task(self._keep_typing())
         reader = self._reader = asyncio.create_task(self._read(events))
         try:
@@ -159,6 +164,8 @@ class StreamRenderer:
             self._text = event.text
         elif isinstance(event, Progress):
             self._status = progress_line(event.kind, event.label, self._lang)
+            if not self._placeholder and not self._text.strip():
+                self._status_changed.set()
         elif isinstance(event, Files):
             for file in event.files:
                 self._notes.append(f"[{file.type}]({file.url})")
@@ -220,6 +227,8 @@ class StreamRenderer:
     def _interim_parts(self) -> list[str] | None:
         if self._text.strip():
             return self._layout(self._text, final=False)
+        if not self._placeholder:
+            return None
         if self._status is not None:
             return [self._status]
         if not self._messages:
@@ -232,7 +241,16 @@ class StreamRenderer:
         while not self._finished.is_set():
             with contextlib.suppress(Exception):
                 await self._surface.typing()
-            await self._wait(self._finished, self._typing_interval)
+            if self._placeholder:
+                await self._wait(self._finished, self._typing_interval)
+                continue
+            # Surfaces without placeholder messages show progress lines through status().
+            await self._wait(self._status_changed, self._typing_interval)
+            if self._status_changed.is_set() and not self._finished.is_set():
+                self._status_changed.clear()
+                if self._status is not None and not self._text.strip():
+                    with contextlib.suppress(Exception):
+                        await self._surface.status(self._status)
 
     async def _wait(self, event: asyncio.Event, limit: float | None) -> None:
         """Wait for `event` or the end of the answer, at most `limit` seconds."""
@@ -247,6 +265,9 @@ class StreamRenderer:
         """At most one operation per throttle slot, always with the latest text; never delays the final."""
         started = self._clock()
         while not self._finished.is_set() and not self._blocked:
+            if not self._messages and not self._text.strip() and not self._placeholder:
+                await self._wait(self._has_text, None)  # nothing to show in the chat before text
+                continue
             if not self._messages and not self._text.strip():
                 waited = self._clock() - started
                 if waited < self._status_delay:
@@ -292,6 +313,9 @@ class StreamRenderer:
                 break
             await self._throttle.take(self._sleep)
             if not await self._apply_part(index, parts, final=True):
+                if self._cut_smaller:
+                    self._cut_smaller = False  # re-laid out smaller: not a failed attempt
+                    continue
                 attempts += 1
                 if attempts >= FINAL_ATTEMPTS:
                     log.error("giving up on the final frame after %d attempts", attempts)
@@ -323,10 +347,14 @@ class StreamRenderer:
             self._throttle.pause(min(exc.retry_after, MAX_FINAL_PAUSE))
             return False
         except SurfaceMessageGone:
+            gone = self._messages[index]
             del self._messages[index:]  # continue in a new message
+            with contextlib.suppress(Exception):
+                await self._surface.delete(gone.handle)  # it may still show an interim frame
             return False
         except SurfaceTooLong:
             self._limit = max(200, int(self._limit * 0.9))  # our measure was off: cut smaller
+            self._cut_smaller = True
             self._frozen.clear()
             self._text_frozen, self._carry = "", ""
             return False

@@ -13,6 +13,7 @@ class SurfaceLimits:
 
     max_length: int
     cursor_length: int = 2
+    placeholder: bool = True  # False: progress goes to status() and the first message waits for text
 
 
 class SurfaceError(Exception):
@@ -69,4 +70,8 @@ class MessageSurface(Protocol):
 
     async def typing(self) -> None:
         """Show that the bot is working (best effort; errors are swallowed by the caller)."""
+        ...
+
+    async def status(self, text: str) -> None:
+        """Show a progress line outside the answer (only called when `limits.placeholder` is False)."""
         ...

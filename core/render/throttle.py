@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Protocol
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -71,3 +72,83 @@ class ThrottleRegistry:
         else:
             self._items.move_to_end(key)
         return throttle
+
+
+class Budget(Protocol):
+    """What the renderer needs from a throttle: may an operation start now, and when."""
+
+    def delay(self) -> float: ...
+
+    def try_take(self) -> bool: ...
+
+    async def take(self, sleep: Sleep = asyncio.sleep) -> None: ...
+
+    def release(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
+class TokenBucket:
+    """A shared allowance of `per_minute` operations with bursts up to `burst` (e.g. one Slack workspace's
+    chat.update tier, shared by every reply being edited there)."""
+
+    def __init__(self, *, per_minute: float, burst: int, clock: Clock = time.monotonic) -> None:
+        self._rate = per_minute / 60.0
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._updated = clock()
+        self._paused_until = float("-inf")
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+
+    def delay(self) -> float:
+        self._refill()
+        wait = 0.0 if self._tokens >= 1 else (1 - self._tokens) / self._rate
+        return max(wait, self._paused_until - self._clock(), 0.0)
+
+    def try_take(self) -> bool:
+        if self.delay() > 0:
+            return False
+        self._tokens -= 1
+        return True
+
+    async def take(self, sleep: Sleep = asyncio.sleep) -> None:
+        while not self.try_take():
+            await sleep(self.delay())
+
+    def release(self) -> None:
+        """Tokens are spent when taken; nothing to give back."""
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+
+class AllOf:
+    """Several budgets at once (per message and per workspace): an operation needs every one of them."""
+
+    def __init__(self, *budgets: Budget) -> None:
+        self._budgets = budgets
+
+    def delay(self) -> float:
+        return max(budget.delay() for budget in self._budgets)
+
+    def try_take(self) -> bool:
+        if self.delay() > 0:
+            return False
+        return all([budget.try_take() for budget in self._budgets])
+
+    async def take(self, sleep: Sleep = asyncio.sleep) -> None:
+        while not self.try_take():
+            await sleep(self.delay())
+
+    def release(self) -> None:
+        for budget in self._budgets:
+            budget.release()
+
+    def pause(self, seconds: float) -> None:
+        for budget in self._budgets:
+            budget.pause(seconds)

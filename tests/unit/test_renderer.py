@@ -19,7 +19,7 @@ from core.render.surface import (
     SurfaceMessageGone,
     SurfaceRateLimited,
 )
-from core.render.throttle import Throttle
+from core.render.throttle import AllOf, Throttle, TokenBucket
 from core.texts import friendly_error, text
 
 INTERVAL = 0.05
@@ -41,6 +41,7 @@ class MemorySurface:
     ops: list[Op] = field(default_factory=list)
     shown: dict[int, str] = field(default_factory=dict)
     typing_calls: int = 0
+    statuses: list[str] = field(default_factory=list)
 
     def measure(self, markdown: str) -> int:
         return len(markdown)
@@ -71,6 +72,9 @@ class MemorySurface:
 
     async def typing(self) -> None:
         self.typing_calls += 1
+
+    async def status(self, text: str) -> None:
+        self.statuses.append(text)
 
 
 async def script(items: Iterable[ReplyEvent | float]) -> AsyncIterator[ReplyEvent]:
@@ -231,3 +235,36 @@ async def test_empty_answer_says_so(answer: str) -> None:
     surface = MemorySurface()
     await renderer(surface).render(script([TextDelta(answer), Done(answer)]))
     assert surface.shown == {1: text("empty_answer")}
+
+
+async def test_surfaces_without_placeholders_get_status_lines_and_no_message_until_text() -> None:
+    surface = MemorySurface(limits=SurfaceLimits(max_length=4000, cursor_length=0, placeholder=False))
+    events: list[ReplyEvent | float] = [Progress("retrieval", "KB"), 0.3, TextDelta("Found."), Done("")]
+    await renderer(surface).render(script(events))
+    assert surface.statuses == [text("progress_retrieval")]
+    assert surface.ops[0].text.startswith("Found.")
+    assert surface.shown == {1: "Found."}
+
+
+def test_token_bucket_allows_bursts_then_the_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(per_minute=60, burst=3, clock=lambda: now[0])
+    assert [bucket.try_take() for _ in range(4)] == [True, True, True, False]
+    assert bucket.delay() == pytest.approx(1.0)
+    now[0] = 1.0
+    assert bucket.try_take() and not bucket.try_take()
+    bucket.pause(5)
+    now[0] = 3.0
+    assert bucket.delay() == pytest.approx(3.0)
+
+
+def test_all_of_needs_every_budget() -> None:
+    now = [0.0]
+    message = Throttle(1.0, clock=lambda: now[0])
+    workspace = TokenBucket(per_minute=60, burst=1, clock=lambda: now[0])
+    both = AllOf(message, workspace)
+    assert both.try_take()
+    both.release()
+    assert not both.try_take() and both.delay() == pytest.approx(1.0)
+    now[0] = 1.0
+    assert both.try_take()

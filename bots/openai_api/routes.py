@@ -1,0 +1,196 @@
+"""OpenAIApi: the /v1 routes, their bearer-key check, and how a request becomes one Dify answer."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from bots.openai_api.errors import ApiError, from_bot_error, invalid_api_key, invalid_request
+from bots.openai_api.payloads import Completion
+from bots.openai_api.relay import relay_completion, relay_stream
+from bots.openai_api.schema import Prompt, parse_request, prompt_of
+from core.conversations import ChatKey
+from core.dify.errors import DifyError
+from core.errors import BotError
+from core.service import ChatService
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "openai"
+CONVERSATION_HEADER = "X-Conversation-Id"
+MAX_CONVERSATION_ID = 200  # "openai-" + id stays within Dify's 255-character user field
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def chat_key(conversation: str) -> ChatKey:
+    return ChatKey(platform=PLATFORM, scope=f"{PLATFORM}:{conversation}", user=f"{PLATFORM}-{conversation}")
+
+
+def _checked_id(value: str, param: str) -> str:
+    if len(value) > MAX_CONVERSATION_ID:
+        raise invalid_request(f"'{param}' is longer than {MAX_CONVERSATION_ID} characters.", param=param)
+    return value
+
+
+def images_enabled(parameters: Mapping[str, Any]) -> bool:
+    """Whether the app takes image files: `file_upload.image.enabled`, or the newer `allowed_file_types`."""
+    upload = parameters.get("file_upload")
+    if not isinstance(upload, Mapping):
+        return False
+    image = upload.get("image")
+    if isinstance(image, Mapping) and image.get("enabled") is True:
+        return True
+    types = upload.get("allowed_file_types")
+    return upload.get("enabled") is True and isinstance(types, list) and "image" in types
+
+
+class OpenAIApi:
+    """`POST /v1/chat/completions`, `GET /v1/models` and `DELETE /v1/conversations/{user}` over a ChatService."""
+
+    def __init__(
+        self,
+        *,
+        service: ChatService,
+        keys: Sequence[str],
+        model: str = "dify",
+        system_input: str = "system_prompt",
+        system_prefix: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._service = service
+        self._keys = tuple(key.encode() for key in keys if key)  # an empty key would accept "Bearer "
+        self._model = model
+        self._system_input = system_input
+        self._system_prefix = system_prefix
+        self._clock = clock
+        self._images: bool | None = None
+
+    def register(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._guard(self._chat_completions))
+        app.router.add_get("/v1/models", self._guard(self._models))
+        app.router.add_get("/v1/models/{model:.+}", self._guard(self._model_info))
+        app.router.add_delete("/v1/conversations/{user}", self._guard(self._delete_conversation))
+
+    # ---- plumbing ---------------------------------------------------------------------------------
+
+    def _guard(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            try:
+                self._authorize(request)
+                return await handler(request)
+            except ApiError as exc:
+                return exc.response()
+
+        return guarded
+
+    def _authorize(self, request: web.Request) -> None:
+        header = request.headers.get("Authorization", "").strip()
+        if not header:
+            raise invalid_api_key(
+                "You didn't provide an API key. Send it in an Authorization header using Bearer auth "
+                "(Authorization: Bearer YOUR_KEY)."
+            )
+        scheme, _, token = header.partition(" ")
+        presented = token.strip().encode("utf-8", "surrogateescape")
+        matched = False
+        for key in self._keys:  # every key is compared, so the time taken says nothing about which matched
+            matched |= secrets.compare_digest(presented, key)
+        if scheme.lower() != "bearer" or not presented or not matched:
+            raise invalid_api_key("Incorrect API key provided.")
+
+    def _model_object(self) -> dict[str, Any]:
+        return {"id": self._model, "object": "model", "created": 0, "owned_by": "dify-bots"}
+
+    # ---- routes -----------------------------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"object": "list", "data": [self._model_object()]})
+
+    async def _model_info(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["model"]
+        if name != self._model:
+            raise ApiError(404, f"The model '{name[:100]}' does not exist.", code="model_not_found", retry=False)
+        return web.json_response(self._model_object())
+
+    async def _delete_conversation(self, request: web.Request) -> web.StreamResponse:
+        conversation = _checked_id(request.match_info["user"], "user")
+        try:
+            deleted = await self._service.reset(chat_key(conversation))
+        except BotError as exc:
+            raise from_bot_error(exc) from None
+        return web.json_response({"id": conversation, "object": "conversation.deleted", "deleted": deleted})
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, "The request body is too large.", retry=False) from None
+        body = parse_request(raw)
+        prompt = prompt_of(body)
+        header = request.headers.get(CONVERSATION_HEADER, "").strip()
+        conversation = (
+            _checked_id(header, CONVERSATION_HEADER) if header else _checked_id((body.user or "").strip(), "user")
+        )
+        one_off = not conversation
+        if one_off:
+            conversation = f"once-{secrets.token_hex(8)}"
+        chat = chat_key(conversation)
+        meta = Completion.new(created=self._clock(), model=body.model or self._model)
+        try:
+            query, inputs = await self._query_and_inputs(prompt, chat, new=one_off)
+            files = await self._files(prompt.images)
+            async with self._service.reply(chat, query, inputs=inputs, files=files) as stream:
+                if body.stream:
+                    return await relay_stream(request, stream, meta)
+                return await relay_completion(request, stream, meta)
+        finally:
+            if one_off:
+                await self._forget(chat)
+
+    # ---- helpers ----------------------------------------------------------------------------------
+
+    async def _query_and_inputs(self, prompt: Prompt, chat: ChatKey, *, new: bool) -> tuple[str, dict[str, Any]]:
+        inputs: dict[str, Any] = {}
+        query = prompt.query
+        if not prompt.system:
+            return query, inputs
+        if self._system_input:
+            inputs[self._system_input] = prompt.system
+        if self._system_prefix:
+            try:
+                new = new or await self._service.store.get(chat) is None
+            except BotError as exc:
+                raise from_bot_error(exc) from None
+            if new:
+                query = f"{prompt.system}\n\n{query}"
+        return query, inputs
+
+    async def _files(self, images: Sequence[str]) -> list[dict[str, str]]:
+        if not images or not await self._images_enabled():
+            return []
+        urls = [url for url in images if url.startswith(("http://", "https://"))]
+        if len(urls) < len(images):
+            log.info("ignoring %d image(s) given inline: only URLs can be passed on", len(images) - len(urls))
+        return [{"type": "image", "transfer_method": "remote_url", "url": url} for url in urls]
+
+    async def _images_enabled(self) -> bool:
+        if self._images is None:
+            try:
+                parameters = await self._service.dify.parameters()
+            except DifyError as exc:
+                log.warning("could not read the app's file upload settings; ignoring images: %r", exc)
+                return False
+            self._images = images_enabled(parameters)
+        return self._images
+
+    async def _forget(self, chat: ChatKey) -> None:
+        try:
+            await self._service.reset(chat)
+        except BotError as exc:
+            log.warning("could not drop the one-off conversation %s: %r", chat.scope, exc)

@@ -1,0 +1,211 @@
+"""slack-bolt listeners: mentions and DMs stream an answer into the thread; /reset starts over."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack.addressing import SlackMessage, channel_generation_name, chat_key, is_reset, query_of
+from bots.slack.surface import NativeStreamSurface, UpdateSurface
+from core.conversations import ConversationStore
+from core.errors import BotError, StoreUnavailable
+from core.render.renderer import RenderStats, StreamRenderer
+from core.render.surface import MessageSurface
+from core.render.throttle import AllOf, Throttle, TokenBucket
+from core.service import ChatService
+from core.texts import friendly_error, text
+
+log = logging.getLogger(__name__)
+
+# Slack's tiers are per workspace and method: chat.update is Tier 3 (~50/min), appendStream Tier 4 (~100/min).
+UPDATE_BUDGET = (45.0, 10)
+APPEND_BUDGET = (90.0, 20)
+
+
+@dataclass(slots=True)
+class SlackContext:
+    """Everything the listeners need, passed in by the composition root."""
+
+    service: ChatService
+    store: ConversationStore
+    streaming: str = "auto"  # auto | native | update
+    update_interval: float = 1.0
+    allowed_channels: frozenset[str] = frozenset()
+    allowed_users: frozenset[str] = frozenset()
+    status_delay: float = 1.0
+    budgets: dict[tuple[str, str], TokenBucket] = field(default_factory=dict)
+    no_native: set[str] = field(default_factory=set)  # workspaces where native streaming was refused
+    active: dict[StreamRenderer, asyncio.Task[Any]] = field(default_factory=dict)
+    on_answer: Callable[[RenderStats], Awaitable[None]] | None = None
+
+    def allowed(self, message: SlackMessage) -> bool:
+        if not self.allowed_channels and not self.allowed_users:
+            return True
+        return message.channel in self.allowed_channels or message.user in self.allowed_users
+
+    def budget(self, team: str, kind: str) -> TokenBucket:
+        bucket = self.budgets.get((team, kind))
+        if bucket is None:
+            per_minute, burst = UPDATE_BUDGET if kind == "update" else APPEND_BUDGET
+            bucket = self.budgets[(team, kind)] = TokenBucket(per_minute=per_minute, burst=burst)
+        return bucket
+
+
+async def ignore_repeats(
+    ctx: SlackContext, body: Mapping[str, Any], next_: Callable[[], Awaitable[None]]
+) -> BoltResponse | None:
+    """Answer a retried delivery (X-Slack-Retry-Num) or a repeated event_id once; acknowledge the rest."""
+    event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+    if event_id:
+        try:
+            first = await ctx.store.first_delivery("slack", str(event_id))
+        except StoreUnavailable as exc:
+            log.warning("cannot de-duplicate slack event %s: %r", event_id, exc)
+            first = True
+        if not first:
+            return BoltResponse(status=200, body="")
+    await next_()
+    return None
+
+
+def register(app: AsyncApp, ctx: SlackContext) -> None:
+    async def dedupe(body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
+        return await ignore_repeats(ctx, body, next)
+
+    app.middleware(dedupe)
+
+    @app.event("app_mention")
+    async def on_mention(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient, context: Any) -> None:
+        await handle_message(
+            ctx, client, event, team=str(body.get("team_id") or ""), bot_user_id=context.bot_user_id, mentioned=True
+        )
+
+    @app.event("message")
+    async def on_message(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient, context: Any) -> None:
+        # Only plain DMs: edits, deletions, joins, other bots and echoes of our own updates are acknowledged
+        # (bolt answers 200 because this listener matched) and dropped.
+        if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
+            return
+        await handle_message(
+            ctx, client, event, team=str(body.get("team_id") or ""), bot_user_id=context.bot_user_id, mentioned=False
+        )
+
+    @app.command("/reset")
+    async def reset(ack: Callable[..., Awaitable[None]], command: dict[str, Any]) -> None:
+        team, channel = str(command.get("team_id") or ""), str(command.get("channel_id") or "")
+        try:
+            # Every conversation of this channel (every thread; in a DM, the DM) starts over.
+            await ctx.store.bump_generation(channel_generation_name(team, channel))
+        except BotError as exc:
+            await ack(text=friendly_error(exc))
+            return
+        await ack(text=text("reset_done"))
+
+
+async def handle_message(
+    ctx: SlackContext,
+    client: AsyncWebClient,
+    event: dict[str, Any],
+    *,
+    team: str,
+    bot_user_id: str | None,
+    mentioned: bool,
+) -> None:
+    message = SlackMessage.from_event(event, team=team)
+    if not message.channel or not message.ts or event.get("bot_id"):
+        return
+    try:
+        # app_mention and message.im can both carry a DM that mentions the bot: answer the message once.
+        if not await ctx.store.first_delivery("slack-message", f"{message.channel}:{message.ts}"):
+            return
+    except StoreUnavailable as exc:
+        log.warning("cannot de-duplicate slack message: %r", exc)
+    if not ctx.allowed(message):
+        await _ephemeral(client, message, text("not_allowed"))
+        return
+    query = query_of(message.text, bot_user_id=bot_user_id)
+    try:
+        key = await chat_key(ctx.store, message, mentioned=mentioned)
+        if is_reset(query):
+            await ctx.service.reset(key)
+            await _reply(client, message, text("reset_done"))
+            return
+    except BotError as exc:
+        await _reply(client, message, friendly_error(exc))
+        return
+    if not query:
+        await _reply(client, message, text("help"))
+        return
+    await answer(ctx, client, message, key=key, query=query)
+
+
+async def answer(ctx: SlackContext, client: AsyncWebClient, message: SlackMessage, *, key: Any, query: str) -> None:
+    surface, kind = _surface(ctx, client, message)
+    throttle = AllOf(Throttle(ctx.update_interval), ctx.budget(message.team, kind))
+    async with ctx.service.reply(key, query) as stream:
+        renderer = StreamRenderer(surface, throttle=throttle, status_delay=ctx.status_delay, stop_source=stream.stop)
+        task = asyncio.current_task()
+        if task is not None:
+            ctx.active[renderer] = task
+        try:
+            stats = await renderer.render(stream)
+        finally:
+            ctx.active.pop(renderer, None)
+    if isinstance(surface, NativeStreamSurface) and surface.native_failed and ctx.streaming == "auto":
+        log.info(
+            "native streaming unavailable in %s (%s); using chat.update there", message.team, surface.native_failed
+        )
+        ctx.no_native.add(message.team)
+    log.info(
+        "answered slack %s/%s: %s, %d sends, %d edits, %d rate-limited",
+        message.channel,
+        message.root_ts,
+        stats.outcome,
+        stats.sends,
+        stats.edits,
+        stats.rate_limited,
+        extra={"platform": "slack", "chat_id": message.channel, "task_id": stream.task_id},
+    )
+    if ctx.on_answer is not None:
+        await ctx.on_answer(stats)
+
+
+def _surface(ctx: SlackContext, client: AsyncWebClient, message: SlackMessage) -> tuple[MessageSurface, str]:
+    def update_surface() -> UpdateSurface:
+        return UpdateSurface(client, channel=message.channel, thread_ts=message.root_ts)
+
+    if ctx.streaming == "update" or (ctx.streaming == "auto" and message.team in ctx.no_native):
+        return update_surface(), "update"
+    native = NativeStreamSurface(
+        client,
+        channel=message.channel,
+        thread_ts=message.root_ts,
+        recipient_user_id=message.user,
+        recipient_team_id=message.team,
+        fallback=update_surface,
+    )
+    return native, "append"
+
+
+async def _reply(client: AsyncWebClient, message: SlackMessage, body: str) -> None:
+    try:
+        await client.chat_postMessage(channel=message.channel, thread_ts=message.root_ts, markdown_text=body)
+    except SlackApiError as exc:
+        log.warning("could not reply in %s: %s", message.channel, exc.response.get("error"))
+
+
+async def _ephemeral(client: AsyncWebClient, message: SlackMessage, body: str) -> None:
+    try:
+        await client.chat_postEphemeral(
+            channel=message.channel, user=message.user, text=body, thread_ts=message.root_ts
+        )
+    except SlackApiError as exc:
+        log.warning("could not refuse in %s: %s", message.channel, exc.response.get("error"))

@@ -1,0 +1,539 @@
+"""OpenAI-compatible API end to end: the official openai client → OpenAIApi → ChatService → fake Dify."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from aiohttp import web
+
+from bots.openai_api import OpenAIApi
+from bots.openai_api.routes import chat_key
+from core.conversations import ConversationStore
+from core.dify.client import DifyClient
+from core.dify.errors import DifyAppBusy, DifyAuthError, DifyProviderError, DifyQuotaExceeded
+from core.errors import ConversationBusy
+from core.service import ChatService
+from core.texts import friendly_error
+from tests.fakes.dify import USAGE, Answer, Events, FakeDify, HttpError, Reply, ReplyContext, StreamError, Transcript
+
+KEY = "sk-test-key-1"
+OTHER_KEY = "sk-test-key-2"
+NOW = 1_700_000_000.0
+QUOTA_TEXT = "You exceeded your current quota, please check your plan and billing details."
+
+
+class ImageFakeDify(FakeDify):
+    """A fake Dify app whose parameters say image upload is enabled."""
+
+    async def _parameters(self, request: web.Request) -> web.StreamResponse:
+        self._authorize(request)
+        return web.json_response(
+            {
+                "user_input_form": [],
+                "file_upload": {
+                    "image": {"enabled": True, "number_limits": 3, "transfer_methods": ["remote_url", "local_file"]}
+                },
+            }
+        )
+
+
+@dataclass
+class Api:
+    dify: FakeDify
+    store: ConversationStore
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @asynccontextmanager
+    async def client(self, key: str = KEY) -> AsyncIterator[openai.AsyncOpenAI]:
+        async with openai.AsyncOpenAI(base_url=self.url, api_key=key, max_retries=0, timeout=20.0) as client:
+            yield client
+
+    async def raw(
+        self, method: str, path: str, *, body: Any = None, data: bytes | None = None, key: str | None = KEY
+    ) -> tuple[int, bytes, str]:
+        """One plain HTTP call: status, body and content type."""
+        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, f"{self.url}{path}", json=body, data=data, headers=headers) as response,
+        ):
+            return response.status, await response.read(), response.content_type
+
+    async def stored_conversations(self) -> list[str]:
+        keys: list[str] = await self.store.redis.keys(self.store.key(chat_key("*")))
+        return keys
+
+
+@asynccontextmanager
+async def running_api(
+    store: ConversationStore,
+    *,
+    dify: FakeDify | None = None,
+    keys: Sequence[str] = (KEY, OTHER_KEY),
+    lock_wait: float = 120.0,
+    **options: Any,
+) -> AsyncIterator[Api]:
+    async with (
+        dify or FakeDify() as fake,
+        DifyClient(base_url=fake.url, api_key=fake.api_key, retry_delays=(0, 0)) as client,
+    ):
+        service = ChatService(dify=client, store=store, lock_wait=lock_wait)
+        app = web.Application()
+        OpenAIApi(service=service, keys=keys, clock=lambda: NOW, **options).register(app)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            yield Api(dify=fake, store=store, port=int(runner.addresses[0][1]))
+        finally:
+            await runner.cleanup()
+        assert fake.server_errors == []
+
+
+@pytest.fixture
+async def api(store: ConversationStore) -> AsyncIterator[Api]:
+    async with running_api(store) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(api: Api) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with api.client() as opened:
+        yield opened
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def sse_data(body: bytes) -> list[str]:
+    """The `data:` payloads of an SSE body, checking every frame is one data line and a blank line."""
+    frames = body.decode().split("\n\n")
+    assert frames[-1] == ""
+    payloads = []
+    for frame in frames[:-1]:
+        assert frame.startswith("data: ") and "\n" not in frame, frame
+        payloads.append(frame[len("data: ") :])
+    return payloads
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+async def stream_text(client: openai.AsyncOpenAI, **kwargs: Any) -> tuple[str, list[Any]]:
+    stream = await client.chat.completions.create(model="dify", stream=True, **kwargs)
+    chunks = [chunk async for chunk in stream]
+    return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices), chunks
+
+
+# ---- answers ---------------------------------------------------------------------------------------
+
+
+async def test_non_streaming_completion_is_the_answer(api: Api, client: openai.AsyncOpenAI) -> None:
+    api.dify.script(Answer("Refunds are accepted within 30 days of delivery."))
+    completion = await client.chat.completions.create(model="gpt-4o", messages=[user("How do refunds work?")])
+    assert completion.object == "chat.completion"
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.created == int(NOW)
+    assert completion.model == "gpt-4o"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content == "Refunds are accepted within 30 days of delivery."
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.total_tokens == USAGE["total_tokens"]
+    request = api.dify.chat_requests()[0]
+    assert request["query"] == "How do refunds work?"
+    assert request["response_mode"] == "streaming"
+    assert request["user"].startswith("openai-once-")
+    assert request["inputs"] == {}
+    assert await api.stored_conversations() == []  # a request without a user is a one-off conversation
+
+
+async def test_streaming_completion_streams_the_answer(api: Api, client: openai.AsyncOpenAI) -> None:
+    answer = "Refunds are accepted within 30 days of delivery. 退款请在三十天内申请。"
+    api.dify.script(Answer(answer, chunks=[answer[i : i + 9] for i in range(0, len(answer), 9)], delay=0.01))
+    text, chunks = await stream_text(client, messages=[user("refunds?")])
+    assert text == answer
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len([chunk for chunk in chunks if chunk.choices[0].delta.content]) > 3  # it really streamed
+    assert {chunk.id for chunk in chunks} == {chunks[0].id}
+    assert all(chunk.object == "chat.completion.chunk" and chunk.model == "dify" for chunk in chunks)
+    assert [chunk.choices[0].finish_reason for chunk in chunks][-2:] == [None, "stop"]
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == USAGE["total_tokens"]
+    assert chunks[-1].usage.prompt_tokens == 0
+
+
+async def test_the_raw_stream_is_server_sent_events_ending_with_done(api: Api) -> None:
+    api.dify.script(Answer("Hello there."))
+    status, body, content_type = await api.raw(
+        "POST", "/chat/completions", body={"model": "dify", "messages": [user("hi")], "stream": True}
+    )
+    assert status == 200
+    assert content_type == "text/event-stream"
+    payloads = sse_data(body)
+    assert payloads[-1] == "[DONE]"
+    chunks = [json.loads(payload) for payload in payloads[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    assert chunks[-1]["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 524}
+
+
+# ---- conversations ---------------------------------------------------------------------------------
+
+
+async def test_the_user_field_keeps_a_conversation_until_it_is_deleted(api: Api, client: openai.AsyncOpenAI) -> None:
+    await client.chat.completions.create(model="dify", messages=[user("first")], user="alice")
+    await stream_text(client, messages=[user("second")], user="alice")
+    first, second = api.dify.chat_requests()
+    assert first["conversation_id"] == ""
+    assert second["conversation_id"] in api.dify.conversations
+    assert first["user"] == second["user"] == "openai-alice"
+
+    status, body, _ = await api.raw("DELETE", "/conversations/alice")
+    assert status == 200
+    assert json.loads(body) == {"id": "alice", "object": "conversation.deleted", "deleted": True}
+    await client.chat.completions.create(model="dify", messages=[user("third")], user="alice")
+    assert api.dify.chat_requests()[2]["conversation_id"] == ""
+
+    status, body, _ = await api.raw("DELETE", "/conversations/nobody")
+    assert json.loads(body) == {"id": "nobody", "object": "conversation.deleted", "deleted": False}
+
+
+async def test_the_conversation_header_wins_over_the_user_field(api: Api, client: openai.AsyncOpenAI) -> None:
+    headers = {"X-Conversation-Id": "thread-9"}
+    await client.chat.completions.create(model="dify", messages=[user("a")], user="alice", extra_headers=headers)
+    await client.chat.completions.create(model="dify", messages=[user("b")], user="bob", extra_headers=headers)
+    await client.chat.completions.create(model="dify", messages=[user("c")], user="alice")
+    first, second, third = api.dify.chat_requests()
+    assert first["user"] == second["user"] == "openai-thread-9"
+    assert second["conversation_id"] == api.dify.messages[0]["conversation_id"]
+    assert third["user"] == "openai-alice"
+    assert third["conversation_id"] == ""
+
+
+async def test_requests_without_an_id_do_not_share_a_conversation(api: Api, client: openai.AsyncOpenAI) -> None:
+    await client.chat.completions.create(model="dify", messages=[user("a")])
+    await stream_text(client, messages=[user("b")])
+    first, second = api.dify.chat_requests()
+    assert first["user"] != second["user"]
+    assert second["conversation_id"] == ""
+    # The stream's [DONE] can reach the client before the handler drops the one-off conversation.
+    deadline = asyncio.get_running_loop().time() + 5
+    while await api.stored_conversations():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+
+
+# ---- prompts ---------------------------------------------------------------------------------------
+
+
+async def test_system_and_developer_messages_reach_dify_as_an_input(api: Api, client: openai.AsyncOpenAI) -> None:
+    await client.chat.completions.create(
+        model="dify",
+        messages=[
+            {"role": "system", "content": "Answer like a pirate."},
+            {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+            user("old question"),
+            {"role": "assistant", "content": "old answer"},
+            user("Where is the treasure?"),
+        ],
+    )
+    request = api.dify.chat_requests()[0]
+    assert request["inputs"] == {"system_prompt": "Answer like a pirate.\n\nBe brief."}
+    assert request["query"] == "Where is the treasure?"
+
+
+async def test_system_prefix_goes_only_into_the_first_message_of_a_conversation(store: ConversationStore) -> None:
+    async with running_api(store, system_input="", system_prefix=True) as api, api.client() as client:
+        messages = [{"role": "system", "content": "Answer like a pirate."}, user("Hi")]
+        await client.chat.completions.create(model="dify", messages=messages, user="alice")
+        await client.chat.completions.create(model="dify", messages=messages, user="alice")
+        first, second = api.dify.chat_requests()
+        assert first["query"] == "Answer like a pirate.\n\nHi"
+        assert second["query"] == "Hi"
+        assert first["inputs"] == second["inputs"] == {}
+
+
+async def test_content_arrays_are_joined_and_images_ignored_when_the_app_takes_none(
+    api: Api, client: openai.AsyncOpenAI
+) -> None:
+    await client.chat.completions.create(
+        model="dify",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "line one"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                    {"type": "text", "text": "line two"},
+                ],
+            }
+        ],
+    )
+    request = api.dify.chat_requests()[0]
+    assert request["query"] == "line one\nline two"
+    assert "files" not in request
+
+
+async def test_images_become_remote_url_files_when_the_app_takes_images(store: ConversationStore) -> None:
+    async with running_api(store, dify=ImageFakeDify()) as api, api.client() as client:
+        content = [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        ]
+        for _ in range(2):
+            await client.chat.completions.create(model="dify", messages=[{"role": "user", "content": content}])
+        for request in api.dify.chat_requests():
+            assert request["query"] == "What is this?"
+            assert request["files"] == [
+                {"type": "image", "transfer_method": "remote_url", "url": "https://example.com/cat.png"}
+            ]
+        assert [r.path for r in api.dify.requests].count("/v1/parameters") == 1  # looked up once
+
+
+# ---- replaced answers ------------------------------------------------------------------------------
+
+
+def replacing(*parts: tuple[str, str]) -> Transcript:
+    """A chat transcript of ("message" | "replace", text) steps, then message_end."""
+
+    def build(ctx: ReplyContext) -> list[Any]:
+        ev = Events(ctx)
+        blocks = [ev.message(text) if kind == "message" else ev.message_replace(text) for kind, text in parts]
+        return [*blocks, ev.message_end()]
+
+    return Transcript(build)
+
+
+async def test_a_replacement_that_extends_the_text_streams_the_rest(api: Api, client: openai.AsyncOpenAI) -> None:
+    api.dify.script(replacing(("message", "Hello "), ("replace", "Hello world!")))
+    text, chunks = await stream_text(client, messages=[user("hi")])
+    assert text == "Hello world!"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+async def test_a_replacement_cannot_unsend_streamed_text(api: Api, client: openai.AsyncOpenAI) -> None:
+    steps = (("message", "Hello "), ("message", "world"), ("replace", "Sorry, I can't say that."), ("message", "!"))
+    api.dify.script(replacing(*steps), replacing(*steps))
+    text, chunks = await stream_text(client, messages=[user("hi")])
+    assert text == "Hello world"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    completion = await client.chat.completions.create(model="dify", messages=[user("hi")])
+    assert completion.choices[0].message.content == "Sorry, I can't say that.!"
+
+
+# ---- Dify errors -----------------------------------------------------------------------------------
+
+
+async def test_a_dify_error_mid_stream_ends_with_a_readable_error_chunk(api: Api, client: openai.AsyncOpenAI) -> None:
+    api.dify.script(StreamError("completion_request_error", "[openai] boom", after_text="The answer is"))
+    text, chunks = await stream_text(client, messages=[user("question")])
+    sentence = friendly_error(DifyProviderError())
+    assert text == f"The answer is\n\n{sentence}"
+    assert "boom" not in text
+    assert chunks[-1].choices[0].finish_reason == "error"
+    assert chunks[-1].choices[0].delta.content == f"\n\n{sentence}"
+
+
+async def test_the_raw_error_stream_terminates_cleanly(api: Api) -> None:
+    api.dify.script(StreamError("completion_request_error", "[openai] boom", after_text="The answer is"))
+    status, body, _ = await api.raw(
+        "POST", "/chat/completions", body={"model": "dify", "messages": [user("q")], "stream": True}
+    )
+    assert status == 200
+    assert b"boom" not in body
+    payloads = sse_data(body)
+    assert payloads[-1] == "[DONE]"
+    last = json.loads(payloads[-2])
+    assert "error" not in last  # the official clients raise on a top-level `error` key
+    assert last["choices"][0]["finish_reason"] == "error"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming"])
+async def test_a_quota_error_before_any_text_is_a_rate_limit_error(
+    api: Api, client: openai.AsyncOpenAI, stream: bool
+) -> None:
+    api.dify.script(HttpError(400, "provider_quota_exceeded", QUOTA_TEXT))
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.chat.completions.create(model="dify", messages=[user("q")], stream=stream)
+    error = caught.value
+    assert error.status_code == 429
+    assert error.body == {
+        "message": friendly_error(DifyQuotaExceeded()),
+        "type": "insufficient_quota",
+        "param": None,
+        "code": "insufficient_quota",
+    }
+    assert "quota, please" not in str(error)
+    assert error.response.headers["x-should-retry"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("replies", "status", "error_class", "sentence"),
+    [
+        ([HttpError(401, "unauthorized", "Access token is invalid")], 503, openai.InternalServerError, DifyAuthError),
+        ([HttpError(429, "too_many_requests", "Too many requests")] * 3, 429, openai.RateLimitError, DifyAppBusy),
+        ([HttpError(400, "invalid_param", "inputs is required")], 400, openai.BadRequestError, None),
+        ([HttpError(500, "internal_server_error", "oops")] * 3, 502, openai.InternalServerError, None),
+    ],
+    ids=["dify-key-refused", "app-busy", "bad-request", "server-error"],
+)
+async def test_dify_errors_map_to_http_statuses(
+    api: Api,
+    client: openai.AsyncOpenAI,
+    replies: list[Reply],
+    status: int,
+    error_class: type[openai.APIStatusError],
+    sentence: type[Exception] | None,
+) -> None:
+    api.dify.script(*replies)
+    with pytest.raises(error_class) as caught:
+        await client.chat.completions.create(model="dify", messages=[user("q")], stream=True)
+    assert caught.value.status_code == status
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert body["type"] == ("server_error" if status >= 500 else body["type"])
+    if sentence is not None:
+        assert body["message"] == friendly_error(sentence())
+    for raw in ("Access token", "Too many", "inputs is", "oops"):
+        assert raw not in body["message"]
+
+
+async def test_a_busy_conversation_is_a_conflict(store: ConversationStore) -> None:
+    async with running_api(store, lock_wait=0.2) as api, api.client() as client:
+        api.dify.script(Answer("slow answer " * 5, delay=0.1))
+        first = asyncio.create_task(client.chat.completions.create(model="dify", messages=[user("a")], user="al"))
+        await eventually(lambda: len(api.dify.chat_requests()) == 1)
+        with pytest.raises(openai.ConflictError) as caught:
+            await client.chat.completions.create(model="dify", messages=[user("b")], user="al")
+        assert caught.value.body == {
+            "message": friendly_error(ConversationBusy()),
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "conversation_busy",
+        }
+        assert (await first).choices[0].message.content == "slow answer " * 5
+
+
+# ---- disconnects -----------------------------------------------------------------------------------
+
+
+async def test_a_caller_that_goes_away_stops_the_dify_task(api: Api, client: openai.AsyncOpenAI) -> None:
+    api.dify.script(Answer("word " * 200, delay=0.05))
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(
+            f"{api.url}/chat/completions",
+            json={"model": "dify", "messages": [user("long")], "stream": True, "user": "carol"},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        async for line in response.content:
+            if b'"content":"word' in line:
+                break
+        response.close()
+    await eventually(lambda: len(api.dify.stops) == 1)
+    # The conversation is free again: the next answer does not wait for the abandoned one.
+    completion = await client.chat.completions.create(model="dify", messages=[user("next")], user="carol")
+    assert completion.choices[0].message.content == "echo: next"
+
+
+# ---- auth, models, validation ----------------------------------------------------------------------
+
+
+async def test_a_wrong_key_is_an_authentication_error(api: Api) -> None:
+    async with api.client(key="sk-wrong") as client:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            await client.chat.completions.create(model="dify", messages=[user("q")])
+    assert caught.value.status_code == 401
+    assert caught.value.response.json() == {
+        "error": {
+            "message": "Incorrect API key provided.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
+    assert api.dify.chat_requests() == []
+
+
+async def test_every_route_needs_a_key(api: Api) -> None:
+    for method, path in (("GET", "/models"), ("DELETE", "/conversations/alice"), ("POST", "/chat/completions")):
+        status, body, _ = await api.raw(method, path, body={"messages": [user("q")]}, key=None)
+        assert status == 401
+        assert json.loads(body)["error"]["code"] == "invalid_api_key"
+    status, _, _ = await api.raw("GET", "/models", key=OTHER_KEY)
+    assert status == 200
+
+
+async def test_without_keys_everything_is_refused(store: ConversationStore) -> None:
+    async with running_api(store, keys=[]) as api:
+        for key in (KEY, "", None):
+            status, body, _ = await api.raw("GET", "/models", key=key)
+            assert status == 401
+            assert json.loads(body)["error"]["type"] == "invalid_request_error"
+
+
+async def test_models_lists_the_configured_model(store: ConversationStore) -> None:
+    async with running_api(store, model="support-bot") as api, api.client() as client:
+        models = await client.models.list()
+        assert [(m.id, m.object, m.owned_by, m.created) for m in models.data] == [
+            ("support-bot", "model", "dify-bots", 0)
+        ]
+        assert (await client.models.retrieve("support-bot")).id == "support-bot"
+        with pytest.raises(openai.NotFoundError):
+            await client.models.retrieve("gpt-4o")
+        api.dify.script(Answer("hi"))
+        completion = await client.chat.completions.create(model="", messages=[user("q")])
+        assert completion.model == "support-bot"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{not json", None),
+        (b"[]", None),
+        (b'{"model": "dify"}', "messages"),
+        (b'{"model": "dify", "messages": []}', "messages"),
+        (b'{"messages": [{"role": "system", "content": "be nice"}]}', "messages"),
+        (b'{"messages": [{"role": "user", "content": "  "}]}', "messages[0].content"),
+        (b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "https://x/a.png"}]}]}', None),
+        (b'{"messages": [{"role": "robot", "content": "hi"}]}', "messages[0].role"),
+        (b'{"messages": [{"role": "user", "content": 42}]}', "messages[0].content"),
+    ],
+    ids=["bad-json", "not-object", "no-messages", "empty", "no-user", "blank", "image-only", "role", "content-type"],
+)
+async def test_invalid_requests_are_400(api: Api, body: bytes, param: str | None) -> None:
+    status, raw, _ = await api.raw("POST", "/chat/completions", data=body)
+    assert status == 400
+    error = json.loads(raw)["error"]
+    assert error["type"] == "invalid_request_error"
+    assert isinstance(error["message"], str) and error["message"]
+    if param is not None:
+        assert error["param"] == param
+    assert api.dify.chat_requests() == []
+
+
+async def test_the_client_raises_bad_request_for_an_unknown_role(client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(model="dify", messages=[{"role": "robot", "content": "hi"}])
+    assert "robot" in caught.value.message
