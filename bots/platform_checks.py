@@ -31,4 +31,30 @@ def platform_checks(settings: Settings) -> list[tuple[str, Check]]:
             return f"@{me.username} (id {me.id}), {mode}"
 
         checks.append(("Telegram getMe", telegram))
+    slack_token = settings.slack_bot_token
+    if slack_token is not None:
+
+        async def slack() -> str:
+            from slack_sdk.errors import SlackApiError
+            from slack_sdk.web.async_client import AsyncWebClient
+
+            from core.errors import BotError
+
+            base = settings.slack_api_base if settings.slack_api_base.endswith("/") else settings.slack_api_base + "/"
+            client = AsyncWebClient(token=slack_token.get_secret_value(), base_url=base)
+            try:
+                identity = await client.auth_test()
+            except SlackApiError as exc:
+                raise BotError(
+                    f"Slack refused the token ({exc.response.get('error')}). Check SLACK_BOT_TOKEN."
+                ) from None
+            if settings.slack_app_token is not None:
+                mode = "Socket Mode"
+            elif settings.slack_signing_secret is not None:
+                mode = "HTTP mode at /slack/events"
+            else:
+                raise BotError("SLACK_SIGNING_SECRET is not set (needed for HTTP mode; or set SLACK_APP_TOKEN).")
+            return f"team {identity.get('team_id')}, bot user {identity.get('user_id')}, {mode}"
+
+        checks.append(("Slack auth.test", slack))
     return checks

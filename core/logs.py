@@ -11,7 +11,7 @@ from typing import Any
 
 # Telegram puts the token in the URL path (/bot123:ABC/sendMessage); Slack and Dify tokens have prefixes.
 _TOKEN_PATTERNS = [
-    re.compile(r"bot\d{3,}:[A-Za-z0-9_-]{10,}"),
+    re.compile(r"(bot)\d{3,}:[A-Za-z0-9_-]{10,}"),
     re.compile(r"\b\d{6,}:[A-Za-z0-9_-]{30,}\b"),
     re.compile(r"\bxox[abposr]-[A-Za-z0-9-]+"),
     re.compile(r"\bxapp-[A-Za-z0-9-]+"),

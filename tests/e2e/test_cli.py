@@ -111,3 +111,32 @@ async def test_missing_key_prints_one_line(tmp_path: Path) -> None:
 async def test_run_with_nothing_configured_says_what_to_set(dify: FakeDify, tmp_path: Path) -> None:
     code, _, err = await run_cli("run", env=cli_env(dify, tmp_path / "data"), cwd=tmp_path)
     assert code == 2 and "TELEGRAM_BOT_TOKEN" in err and "SLACK_BOT_TOKEN" in err and "OPENAI_API_KEYS" in err
+
+
+async def test_check_verifies_platform_tokens(dify: FakeDify, tmp_path: Path) -> None:
+    from tests.e2e.slack_harness import BOT_TOKEN
+    from tests.e2e.telegram_harness import TOKEN
+    from tests.fakes.slack import FakeSlack
+    from tests.fakes.telegram import FakeTelegram
+
+    async with FakeTelegram(token=TOKEN) as telegram, FakeSlack(bot_token=BOT_TOKEN) as slack:
+        env = cli_env(
+            dify,
+            tmp_path / "data",
+            TELEGRAM_BOT_TOKEN=TOKEN,
+            TELEGRAM_API_BASE=telegram.url,
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_API_BASE=slack.api_url,
+            SLACK_SIGNING_SECRET="s",
+        )
+        code, out, err = await run_cli("check", env=env, cwd=tmp_path)
+        assert code == 0, out + err
+        assert "ok    Telegram getMe: @test_bot (id 123456), long polling" in out
+        assert "ok    Slack auth.test: team T1, bot user UBOT, HTTP mode at /slack/events" in out
+        env["TELEGRAM_BOT_TOKEN"] = "123456:WRONG-TOKEN-zzzzzzzzzzzzzzzzzzzzzzzzz"
+        env["SLACK_BOT_TOKEN"] = "xoxb-wrong"
+        code, out, err = await run_cli("check", env=env, cwd=tmp_path)
+        assert code == 1
+        assert "FAIL  Telegram getMe: Telegram refused the token. Check TELEGRAM_BOT_TOKEN." in out
+        assert "FAIL  Slack auth.test: Slack refused the token (invalid_auth). Check SLACK_BOT_TOKEN." in out
+        assert "WRONG-TOKEN" not in out + err and "xoxb-wrong" not in out + err

@@ -65,3 +65,11 @@ def test_errors_are_one_readable_line(monkeypatch: pytest.MonkeyPatch, env: dict
     message = str(caught.value)
     assert expected in message
     assert "\n" not in message and "pydantic" not in message and "validation error" not in message
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from core.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme]
+    assert missing == []
