@@ -6,7 +6,9 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 # Telegram puts the token in the URL path (/bot123:ABC/sendMessage); Slack and Dify tokens have prefixes.
@@ -19,6 +21,27 @@ _TOKEN_PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._-]{8,}"),
 ]
 REDACTED = "[redacted]"
+CONTEXT_FIELDS = ("platform", "chat_id", "task_id")
+
+# Fields describing the answer being worked on; every log line written inside it carries them.
+_context: ContextVar[dict[str, Any] | None] = ContextVar("difybots_log_context", default=None)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Attach fields (platform, chat_id, ...) to every log line written in this task until the block ends."""
+    token = _context.set({**(_context.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def add_log_context(**fields: Any) -> None:
+    """Add fields (e.g. the Dify task id once it is known) to the current answer's log context."""
+    current = _context.get()
+    if current is not None:
+        current.update(fields)
 
 
 class Redactor:
@@ -47,6 +70,9 @@ class RedactingFilter(logging.Filter):
         self._redact = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in (_context.get() or {}).items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -76,13 +102,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """Plain lines, with the answer's context appended as key=value pairs."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = " ".join(f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if hasattr(record, name))
+        return f"{line} [{context}]" if context else line
+
+
 def setup_logging(*, level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter(Redactor(secrets)))
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -13,6 +13,7 @@ from core.conversations import ChatKey, Conversation, ConversationStore
 from core.dify.client import WORKFLOW_MODE, DifyClient
 from core.dify.errors import ConversationNotFound, DifyError
 from core.errors import BotError, StoreUnavailable
+from core.logs import add_log_context
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class ReplyStream:
                         for reply in reducer.feed(event):
                             if isinstance(reply, TaskStarted):
                                 self.task_id = reply.task_id
+                                add_log_context(task_id=reply.task_id)
                             if (
                                 isinstance(reply, Failed)
                                 and isinstance(reply.error, ConversationNotFound)

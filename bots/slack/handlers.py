@@ -17,6 +17,7 @@ from bots.slack.addressing import SlackMessage, channel_generation_name, chat_ke
 from bots.slack.surface import NativeStreamSurface, UpdateSurface
 from core.conversations import ConversationStore
 from core.errors import BotError, StoreUnavailable
+from core.logs import log_context
 from core.render.renderer import RenderStats, StreamRenderer
 from core.render.surface import MessageSurface
 from core.render.throttle import AllOf, Throttle, TokenBucket
@@ -148,6 +149,13 @@ async def handle_message(
 
 
 async def answer(ctx: SlackContext, client: AsyncWebClient, message: SlackMessage, *, key: Any, query: str) -> None:
+    with log_context(platform="slack", chat_id=f"{message.channel}/{message.root_ts}"):
+        await _stream_answer(ctx, client, message, key=key, query=query)
+
+
+async def _stream_answer(
+    ctx: SlackContext, client: AsyncWebClient, message: SlackMessage, *, key: Any, query: str
+) -> None:
     surface, kind = _surface(ctx, client, message)
     throttle = AllOf(Throttle(ctx.update_interval), ctx.budget(message.team, kind))
     async with ctx.service.reply(key, query) as stream:

@@ -14,6 +14,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bots.slack.markdown import to_mrkdwn
 from core.render.surface import (
     SurfaceBlocked,
     SurfaceError,
@@ -113,6 +114,10 @@ def surface_error(exc: Exception) -> SurfaceError:
     return SurfaceTransient(code or f"HTTP {status}")
 
 
+# Errors with which a workspace or API version refuses `markdown_text`.
+MARKDOWN_REFUSED = frozenset({"invalid_arguments", "invalid_markdown", "markdown_text_not_supported"})
+
+
 class _Slack:
     """Web API calls of one answer, counted per method."""
 
@@ -124,20 +129,47 @@ class _Slack:
         self._status_broken = False
         self._status_shown: str | None = None
         self._status_at = float("-inf")
+        self._mrkdwn = False
 
     async def call(self, method: str, request: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
         self.calls[method] += 1
         return await request
 
     async def post(self, markdown: str) -> str:
+        if not self._mrkdwn:
+            try:
+                response = await self.call(
+                    "chat.postMessage",
+                    self.client.chat_postMessage(
+                        channel=self.channel, thread_ts=self.thread_ts, markdown_text=markdown
+                    ),
+                )
+                return str(response["ts"])
+            except SlackApiError as exc:
+                self._give_up_markdown(exc)
         response = await self.call(
             "chat.postMessage",
-            self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, markdown_text=markdown),
+            self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=to_mrkdwn(markdown)),
         )
         return str(response["ts"])
 
     async def update(self, ts: str, markdown: str) -> None:
-        await self.call("chat.update", self.client.chat_update(channel=self.channel, ts=ts, markdown_text=markdown))
+        if not self._mrkdwn:
+            try:
+                await self.call(
+                    "chat.update", self.client.chat_update(channel=self.channel, ts=ts, markdown_text=markdown)
+                )
+                return
+            except SlackApiError as exc:
+                self._give_up_markdown(exc)
+        await self.call("chat.update", self.client.chat_update(channel=self.channel, ts=ts, text=to_mrkdwn(markdown)))
+
+    def _give_up_markdown(self, exc: SlackApiError) -> None:
+        """Where Slack refuses `markdown_text`, send Slack's own mrkdwn in `text` from now on."""
+        if error_code(exc) not in MARKDOWN_REFUSED:
+            raise exc
+        log.info("slack refused markdown_text (%s); sending mrkdwn text instead", error_code(exc))
+        self._mrkdwn = True
 
     async def delete(self, ts: str) -> None:
         await self.call("chat.delete", self.client.chat_delete(channel=self.channel, ts=ts))

@@ -15,6 +15,7 @@ from aiogram.types import Message
 from bots.telegram.addressing import GROUP_TYPES, addressed_query, chat_key, topic_of
 from bots.telegram.surface import TelegramSurface
 from core.errors import BotError
+from core.logs import log_context
 from core.render.renderer import RenderStats, StreamRenderer
 from core.render.surface import SurfaceError, SurfaceRateLimited
 from core.render.throttle import Clock, Sleep, ThrottleRegistry
@@ -149,7 +150,23 @@ async def answer(ctx: TelegramContext, bot: Bot, message: Message, query: str) -
         extra["clock"] = ctx.clock
     if ctx.sleep is not None:
         extra["sleep"] = ctx.sleep
-    async with ctx.service.reply(chat_key(message, bot_id=bot.id), query) as stream:
+    with log_context(platform="telegram", chat_id=message.chat.id):
+        return await _stream_answer(
+            ctx, message, query, surface=surface, throttle=throttle, extra=extra, key=chat_key(message, bot_id=bot.id)
+        )
+
+
+async def _stream_answer(
+    ctx: TelegramContext,
+    message: Message,
+    query: str,
+    *,
+    surface: TelegramSurface,
+    throttle: Any,
+    extra: dict[str, Any],
+    key: Any,
+) -> RenderStats:
+    async with ctx.service.reply(key, query) as stream:
         renderer = StreamRenderer(
             surface,
             throttle=throttle,

@@ -603,3 +603,13 @@ async def test_delete_of_a_live_stream(fake: FakeSlack, client: AsyncWebClient) 
     await surface.delete(handle)
     await surface.delete(handle)  # already gone is fine
     assert replies(fake) == []
+
+
+async def test_markdown_refused_falls_back_to_mrkdwn_text(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.fail_next("chat.postMessage", "invalid_arguments")
+    answer = "Use **bold** and a [link](https://example.com)."
+    stats = await render(update_surface(client), [*typed(answer, pieces=2), Done(answer=answer)])
+    assert stats.outcome == "done"
+    messages = replies(fake)
+    assert len(messages) == 1
+    assert fake.visible_text(CHANNEL, messages[0].ts) == "Use *bold* and a <https://example.com|link>."

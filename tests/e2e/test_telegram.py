@@ -309,3 +309,12 @@ async def test_stale_conversation_recovered_says_so(polling_bot: TelegramHarness
     await polling_bot.say("two")
     texts = await polling_bot.settled(count=2)
     assert texts[-1] == "echo: two\n\n" + text("context_reset")
+
+
+async def test_telegram_server_errors_skip_a_frame_and_the_final_arrives(polling_bot: TelegramHarness) -> None:
+    answer = " ".join(f"w{i}" for i in range(60))
+    polling_bot.telegram.fail_next("editMessageText", "server_error", count=2)
+    polling_bot.dify.script(Answer(answer, chunks=chunks_of(answer, 8), delay=0.02))
+    await polling_bot.say("go")
+    assert await polling_bot.settled() == [answer]
+    assert polling_bot.telegram.count("editMessageText", status=500) == 2

@@ -54,3 +54,19 @@ def test_json_lines_carry_context_fields() -> None:
     record.platform, record.chat_id, record.task_id = "telegram", 42, "t-1"
     entry = json.loads(JsonFormatter().format(record))
     assert entry["message"] == "answered" and entry["platform"] == "telegram" and entry["task_id"] == "t-1"
+
+
+def test_lines_inside_an_answer_carry_its_context(capture: tuple[logging.Logger, io.StringIO]) -> None:
+    from core.logs import TextFormatter, add_log_context, log_context
+
+    logger, stream = capture
+    logger.handlers[0].setFormatter(TextFormatter())
+    with log_context(platform="telegram", chat_id=42):
+        logger.info("streaming")
+        add_log_context(task_id="task-9")
+        logger.info("finished")
+    logger.info("outside")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("streaming [platform=telegram chat_id=42]")
+    assert lines[1].endswith("finished [platform=telegram chat_id=42 task_id=task-9]")
+    assert lines[2].endswith("outside")
