@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.answers import ActiveAnswers, render_tracked
 from bots.slack.addressing import SlackMessage, channel_generation_name, chat_key, is_reset, query_of
 from bots.slack.surface import NativeStreamSurface, UpdateSurface
 from core.conversations import ConversationStore
@@ -44,7 +44,7 @@ class SlackContext:
     status_delay: float = 1.0
     budgets: dict[tuple[str, str], TokenBucket] = field(default_factory=dict)
     no_native: set[str] = field(default_factory=set)  # workspaces where native streaming was refused
-    active: dict[StreamRenderer, asyncio.Task[Any]] = field(default_factory=dict)
+    active: ActiveAnswers = field(default_factory=dict)
     on_answer: Callable[[RenderStats], Awaitable[None]] | None = None
 
     def allowed(self, message: SlackMessage) -> bool:
@@ -160,13 +160,7 @@ async def _stream_answer(
     throttle = AllOf(Throttle(ctx.update_interval), ctx.budget(message.team, kind))
     async with ctx.service.reply(key, query) as stream:
         renderer = StreamRenderer(surface, throttle=throttle, status_delay=ctx.status_delay, stop_source=stream.stop)
-        task = asyncio.current_task()
-        if task is not None:
-            ctx.active[renderer] = task
-        try:
-            stats = await renderer.render(stream)
-        finally:
-            ctx.active.pop(renderer, None)
+        stats = await render_tracked(renderer, stream, ctx.active)
     if isinstance(surface, NativeStreamSurface) and surface.native_failed and ctx.streaming == "auto":
         log.info(
             "native streaming unavailable in %s (%s); using chat.update there", message.team, surface.native_failed

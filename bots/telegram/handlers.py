@@ -12,6 +12,7 @@ from aiogram import Bot, F, Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
+from bots.answers import ActiveAnswers, render_tracked
 from bots.telegram.addressing import GROUP_TYPES, addressed_query, chat_key, topic_of
 from bots.telegram.surface import TelegramSurface
 from core.errors import BotError
@@ -46,7 +47,7 @@ class TelegramContext:
     sleep: Sleep | None = None
     on_answer: Callable[[RenderStats], Awaitable[None]] | None = None
     opening_statement: str | None = None
-    active: dict[StreamRenderer, asyncio.Task[Any]] = field(default_factory=dict)
+    active: ActiveAnswers = field(default_factory=dict)
 
     def interval(self, chat_type: str) -> float:
         return self.group_interval if chat_type in GROUP_TYPES else self.private_interval
@@ -175,13 +176,7 @@ async def _stream_answer(
             stop_source=stream.stop,
             **extra,
         )
-        task = asyncio.current_task()
-        if task is not None:
-            ctx.active[renderer] = task
-        try:
-            stats = await renderer.render(stream)
-        finally:
-            ctx.active.pop(renderer, None)
+        stats = await render_tracked(renderer, stream, ctx.active)
     log.info(
         "answered chat %s: %s, %d sends, %d edits, %d rate-limited",
         message.chat.id,
@@ -189,7 +184,6 @@ async def _stream_answer(
         stats.sends,
         stats.edits,
         stats.rate_limited,
-        extra={"platform": "telegram", "chat_id": message.chat.id, "task_id": stream.task_id},
     )
     if ctx.on_answer is not None:
         await ctx.on_answer(stats)

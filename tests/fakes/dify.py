@@ -19,6 +19,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from tests.fakes.local_server import serve_locally
+
 # ---------------------------------------------------------------------------
 # Values shared by the server and the transcript builders
 # ---------------------------------------------------------------------------
@@ -716,11 +718,7 @@ class FakeDify:
         app.router.add_get("/v1/parameters", self._parameters)
         app.router.add_get("/v1/messages", self._list_messages)
         app.router.add_get("/files/tools/{filename}", self._tool_file)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
+        self._runner, self._port = await serve_locally(app, shutdown_timeout=1.0)
         return self
 
     async def __aexit__(

@@ -17,6 +17,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from tests.fakes.local_server import serve_locally
+
 DEFAULT_RATE_LIMITS: dict[str, int] = {
     "chat.update": 50,
     "chat.postMessage": 60,
@@ -144,12 +146,8 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._handle_api)
         app.router.add_get("/api/{method}", self._handle_api)
         app.router.add_post("/response/{response_id}", self._handle_response)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self._url = f"http://{host}:{port}"
+        self._runner, port = await serve_locally(app)
+        self._url = f"http://127.0.0.1:{port}"
         return self
 
     async def __aexit__(

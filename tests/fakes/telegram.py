@@ -16,6 +16,8 @@ from typing import Any, Protocol, Self
 
 from aiohttp import web
 
+from tests.fakes.local_server import serve_locally
+
 JsonDict = dict[str, Any]
 Handler = Callable[[JsonDict], Awaitable[Any]]
 
@@ -840,11 +842,7 @@ class FakeTelegram:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         self._closing = False
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        self._runner, port = await serve_locally(app, handler_cancellation=True, shutdown_timeout=1.0)
         self._url = f"http://127.0.0.1:{port}"
         return self
 

@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -62,6 +63,8 @@ COUNTED = (
 WRITES = frozenset({"chat.postMessage", "chat.update", "chat.startStream", "chat.appendStream", "chat.stopStream"})
 FIRST_WRITES = frozenset({"chat.postMessage", "chat.startStream"})
 ANSWERS_METRIC = re.compile(r"^difybots_answers_total\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)$", re.M)
+
+LOG_LINE = re.compile(r"^\S+ \S+ (?P<what>(?:WARNING|ERROR|CRITICAL) [^\[]*)")
 
 
 @dataclass
@@ -108,6 +111,18 @@ def streaming_reply(answers: dict[str, str], seconds: float, timeline: Timeline,
     return Transcript(build)
 
 
+def log_summary(text: str) -> Counter[str]:
+    """The bot's WARNING and ERROR lines, counted by level, logger and message (numbers and ids hidden)."""
+    lines: Counter[str] = Counter()
+    for line in text.splitlines():
+        match = LOG_LINE.match(line)
+        if match:
+            lines[re.sub(r"\d+(\.\d+)?", "#", match["what"].strip())] += 1
+        elif line.strip():
+            lines["(other stderr output)"] += 1
+    return lines
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -126,14 +141,22 @@ def thread_of(slack: FakeSlack, method: str, args: dict[str, Any]) -> str | None
     return msg.thread_ts if msg is not None else None
 
 
-def thread_complete(slack: FakeSlack, channel: str, ts: str, answer: str) -> bool:
-    """The thread's replies, joined, show exactly the answer, and no reply is still an open stream."""
+def thread_state(slack: FakeSlack, channel: str, ts: str, answer: str) -> str:
+    """'complete' when the thread's replies, joined, show exactly the answer and none is still an open
+    stream; otherwise what is wrong: 'no reply', 'exact text, stream left open', 'partial text' or 'wrong text'."""
     replies = slack.thread(channel, ts)
-    return (
-        bool(replies)
-        and squeeze("".join(m.text for m in replies)) == squeeze(answer)
-        and not any(slack.stream_active(channel, m.ts) for m in replies)
-    )
+    if not replies:
+        return "no reply"
+    shown, wanted = squeeze("".join(m.text for m in replies)), squeeze(answer)
+    if shown == wanted:
+        if any(slack.stream_active(channel, m.ts) for m in replies):
+            return "exact text, stream left open"
+        return "complete"
+    return "partial text" if wanted.startswith(shown) else "wrong text"
+
+
+def thread_complete(slack: FakeSlack, channel: str, ts: str, answer: str) -> bool:
+    return thread_state(slack, channel, ts, answer) == "complete"
 
 
 async def answers_finished(session: aiohttp.ClientSession, base: str) -> Counter[str]:
@@ -251,9 +274,8 @@ async def run(mode: str, threads: int, seconds: float, chars: int, deadline_afte
             outcomes["done"] -= 1  # the warm-up answer
             outcomes = +outcomes
             # Everything below is the fake's state when the wait ended (before the shutdown).
-            complete = {
-                n for n in range(threads) if thread_complete(slack, CHANNEL, root_ts(n + 1), answers[question(n)])
-            }
+            states = {n: thread_state(slack, CHANNEL, root_ts(n + 1), answers[question(n)]) for n in range(threads)}
+            complete = {n for n, state in states.items() if state == "complete"}
             calls = slack.calls[warm_calls:]
             limited = slack.rate_limited - warm_limited
         finally:
@@ -265,6 +287,8 @@ async def run(mode: str, threads: int, seconds: float, chars: int, deadline_afte
                 bot.kill()
                 await bot.wait()
             await session.close()
+    bot_log = log_summary(stderr_path.read_text(errors="replace"))
+    shutil.rmtree(data_dir, ignore_errors=True)
 
     per_thread: dict[str, list[Any]] = {root_ts(n + 1): [] for n in range(threads)}
     other_methods: Counter[str] = Counter()
@@ -300,6 +324,7 @@ async def run(mode: str, threads: int, seconds: float, chars: int, deadline_afte
         "threads": threads,
         "refused": refused,
         "complete": len(complete),
+        "incomplete": Counter(state for state in states.values() if state != "complete"),
         "calls": api_calls,
         "by_method": by_method,
         "other_methods": other_methods,
@@ -315,6 +340,7 @@ async def run(mode: str, threads: int, seconds: float, chars: int, deadline_afte
         "cpu": cpu_after - cpu_before,
         "rss": peak_rss,
         "exit": bot.returncode,
+        "log": bot_log,
     }
 
 
@@ -341,6 +367,8 @@ def report(result: dict[str, Any], seconds: float, chars: int) -> None:
         f"answers that met a 429:       {result['hit_429']}, still complete {result['hit_429_complete']}; "
         f"unrecovered (not complete): {n - result['complete']}"
     )
+    if result["incomplete"]:
+        print("  not complete:               " + ", ".join(f"{k} {v}" for k, v in result["incomplete"].most_common()))
     for label, key in (
         ("first visible text after Dify's first chunk", "first"),
         ("final text after message_end (complete answers)", "final"),
@@ -352,6 +380,8 @@ def report(result: dict[str, Any], seconds: float, chars: int) -> None:
     print(f"bot CPU: {result['cpu']:.2f} s total, {1000 * result['cpu'] / n:.1f} ms per answer")
     print(f"bot peak RSS: {result['rss'] / 2**20:.0f} MB")
     print(f"bot exit code after SIGTERM: {result['exit']}")
+    for line, count in result["log"].most_common(5):
+        print(f"bot log: {count} x {line}")
 
 
 def main() -> None:
