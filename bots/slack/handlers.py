@@ -14,21 +14,18 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.answers import ActiveAnswers, render_tracked
 from bots.slack.addressing import SlackMessage, channel_generation_name, chat_key, is_reset, query_of
+from bots.slack.budgets import SlackBudgets
 from bots.slack.surface import NativeStreamSurface, UpdateSurface
 from core.conversations import ConversationStore
 from core.errors import BotError, StoreUnavailable
 from core.logs import log_context
 from core.render.renderer import RenderStats, StreamRenderer
 from core.render.surface import MessageSurface
-from core.render.throttle import AllOf, Throttle, TokenBucket
+from core.render.throttle import Throttle, TokenBucket
 from core.service import ChatService
 from core.texts import friendly_error, text
 
 log = logging.getLogger(__name__)
-
-# Slack's tiers are per workspace and method: chat.update is Tier 3 (~50/min), appendStream Tier 4 (~100/min).
-UPDATE_BUDGET = (45.0, 10)
-APPEND_BUDGET = (90.0, 20)
 
 
 @dataclass(slots=True)
@@ -42,7 +39,7 @@ class SlackContext:
     allowed_channels: frozenset[str] = frozenset()
     allowed_users: frozenset[str] = frozenset()
     status_delay: float = 1.0
-    budgets: dict[tuple[str, str], TokenBucket] = field(default_factory=dict)
+    budgets: SlackBudgets = field(default_factory=SlackBudgets)
     no_native: set[str] = field(default_factory=set)  # workspaces where native streaming was refused
     active: ActiveAnswers = field(default_factory=dict)
     on_answer: Callable[[RenderStats], Awaitable[None]] | None = None
@@ -51,13 +48,6 @@ class SlackContext:
         if not self.allowed_channels and not self.allowed_users:
             return True
         return message.channel in self.allowed_channels or message.user in self.allowed_users
-
-    def budget(self, team: str, kind: str) -> TokenBucket:
-        bucket = self.budgets.get((team, kind))
-        if bucket is None:
-            per_minute, burst = UPDATE_BUDGET if kind == "update" else APPEND_BUDGET
-            bucket = self.budgets[(team, kind)] = TokenBucket(per_minute=per_minute, burst=burst)
-        return bucket
 
 
 async def ignore_repeats(
@@ -156,8 +146,8 @@ async def answer(ctx: SlackContext, client: AsyncWebClient, message: SlackMessag
 async def _stream_answer(
     ctx: SlackContext, client: AsyncWebClient, message: SlackMessage, *, key: Any, query: str
 ) -> None:
-    surface, kind = _surface(ctx, client, message)
-    throttle = AllOf(Throttle(ctx.update_interval), ctx.budget(message.team, kind))
+    surface = _surface(ctx, client, message)
+    throttle = Throttle(ctx.update_interval)  # per message; the workspace's budgets are kept by the surface
     async with ctx.service.reply(key, query) as stream:
         renderer = StreamRenderer(surface, throttle=throttle, status_delay=ctx.status_delay, stop_source=stream.stop)
         stats = await render_tracked(renderer, stream, ctx.active)
@@ -180,21 +170,26 @@ async def _stream_answer(
         await ctx.on_answer(stats)
 
 
-def _surface(ctx: SlackContext, client: AsyncWebClient, message: SlackMessage) -> tuple[MessageSurface, str]:
+def _surface(ctx: SlackContext, client: AsyncWebClient, message: SlackMessage) -> MessageSurface:
+    def budget(method: str) -> TokenBucket | None:
+        return ctx.budgets.bucket(message.team, method)
+
     def update_surface() -> UpdateSurface:
-        return UpdateSurface(client, channel=message.channel, thread_ts=message.root_ts)
+        return UpdateSurface(client, channel=message.channel, thread_ts=message.root_ts, budget=budget)
 
     if ctx.streaming == "update" or (ctx.streaming == "auto" and message.team in ctx.no_native):
-        return update_surface(), "update"
-    native = NativeStreamSurface(
+        return update_surface()
+    if ctx.streaming == "auto" and not ctx.budgets.available(message.team, "chat.startStream"):
+        return update_surface()  # starting streams has a low rate tier: busy workspaces use updates
+    return NativeStreamSurface(
         client,
         channel=message.channel,
         thread_ts=message.root_ts,
         recipient_user_id=message.user,
         recipient_team_id=message.team,
         fallback=update_surface,
+        budget=budget,
     )
-    return native, "append"
 
 
 async def _reply(client: AsyncWebClient, message: SlackMessage, body: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bots.slack.markdown import to_mrkdwn
 from core.render.surface import (
     SurfaceBlocked,
+    SurfaceBusy,
     SurfaceError,
     SurfaceLimits,
     SurfaceMessageGone,
@@ -24,6 +26,7 @@ from core.render.surface import (
     SurfaceTooLong,
     SurfaceTransient,
 )
+from core.render.throttle import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -118,20 +121,35 @@ def surface_error(exc: Exception) -> SurfaceError:
 MARKDOWN_REFUSED = frozenset({"invalid_arguments", "invalid_markdown", "markdown_text_not_supported"})
 
 
-class _Slack:
-    """Web API calls of one answer, counted per method."""
+BudgetFor = Callable[[str], TokenBucket | None]
 
-    def __init__(self, client: AsyncWebClient, *, channel: str, thread_ts: str) -> None:
+
+class _Slack:
+    """Web API calls of one answer, counted per method and kept within the workspace's budgets."""
+
+    def __init__(
+        self, client: AsyncWebClient, *, channel: str, thread_ts: str, budget: BudgetFor | None = None
+    ) -> None:
         self.client = client
         self.channel = channel
         self.thread_ts = thread_ts
         self.calls: Counter[str] = Counter()
+        self.urgent = False  # a final frame waits for budget; an interim one is skipped instead
+        self._budget = budget
         self._status_broken = False
         self._status_shown: str | None = None
         self._status_at = float("-inf")
         self._mrkdwn = False
 
     async def call(self, method: str, request: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
+        bucket = self._budget(method) if self._budget is not None else None
+        if bucket is not None:
+            if self.urgent:
+                await bucket.take()
+            elif not bucket.try_take():
+                if inspect.iscoroutine(request):
+                    request.close()  # never sent
+                raise SurfaceBusy(bucket.delay())
         self.calls[method] += 1
         return await request
 
@@ -219,8 +237,10 @@ class UpdateSurface:
 
     limits = UPDATE_LIMITS
 
-    def __init__(self, client: AsyncWebClient, *, channel: str, thread_ts: str) -> None:
-        self._slack = _Slack(client, channel=channel, thread_ts=thread_ts)
+    def __init__(
+        self, client: AsyncWebClient, *, channel: str, thread_ts: str, budget: BudgetFor | None = None
+    ) -> None:
+        self._slack = _Slack(client, channel=channel, thread_ts=thread_ts, budget=budget)
         self.channel = channel
         self.thread_ts = thread_ts
         self.calls: Counter[str] = self._slack.calls  # Web API calls per method, failed ones included
@@ -230,6 +250,7 @@ class UpdateSurface:
         return len(markdown)
 
     async def send(self, markdown: str, *, final: bool) -> str:
+        self._slack.urgent = final
         try:
             ts = await self._slack.post(_frame(markdown, final))
         except (SlackApiError, *NETWORK_ERRORS) as exc:
@@ -238,6 +259,7 @@ class UpdateSurface:
         return ts
 
     async def edit(self, handle: str, markdown: str, *, final: bool) -> str:
+        self._slack.urgent = final
         try:
             await self._slack.update(handle, _frame(markdown, final))
         except (SlackApiError, *NETWORK_ERRORS) as exc:
@@ -293,8 +315,9 @@ class NativeStreamSurface:
         recipient_user_id: str,
         recipient_team_id: str,
         fallback: Callable[[], UpdateSurface] | None = None,
+        budget: BudgetFor | None = None,
     ) -> None:
-        self._slack = _Slack(client, channel=channel, thread_ts=thread_ts)
+        self._slack = _Slack(client, channel=channel, thread_ts=thread_ts, budget=budget)
         self.channel = channel
         self.thread_ts = thread_ts
         self._recipient_user_id = recipient_user_id
@@ -324,6 +347,7 @@ class NativeStreamSurface:
     # ---- MessageSurface ---------------------------------------------------------------------------
 
     async def send(self, markdown: str, *, final: bool) -> str:
+        self._slack.urgent = final
         if self._update is not None:
             return await self._send_update(markdown, final=final)
         if len(markdown) > MAX_CALL_CHARS:
@@ -353,6 +377,7 @@ class NativeStreamSurface:
         return stream.ts
 
     async def edit(self, handle: str, markdown: str, *, final: bool) -> str:
+        self._slack.urgent = final
         stream = self._streams.get(handle)
         if stream is None:
             if self._update is None:

@@ -16,6 +16,7 @@ from core.render.surface import (
     Handle,
     MessageSurface,
     SurfaceBlocked,
+    SurfaceBusy,
     SurfaceError,
     SurfaceMessageGone,
     SurfaceRateLimited,
@@ -28,7 +29,8 @@ from core.texts import Lang, friendly_error, progress_line, text
 log = logging.getLogger(__name__)
 
 MAX_STRIKES = 3
-FINAL_ATTEMPTS = 6
+FINAL_ATTEMPTS = 6  # failures other than "wait" answers (network, 5xx) before giving up a final frame
+FINAL_DEADLINE = 600.0  # seconds a final frame keeps waiting out rate limits
 MAX_FINAL_PAUSE = 120.0
 
 
@@ -91,6 +93,7 @@ class StreamRenderer:
         self._finished = asyncio.Event()
         self._strikes = 0
         self._cut_smaller = False
+        self._rate_limited_last = False
         self._blocked = False
         self._interrupting = False
         self._reader: asyncio.Task[None] | None = None
@@ -306,6 +309,7 @@ class StreamRenderer:
 
     async def _write_final(self) -> None:
         attempts = 0
+        final_started = self._clock()
         while not self._blocked:
             parts = self._final_parts()
             index = self._first_difference(parts, final=True)
@@ -313,11 +317,13 @@ class StreamRenderer:
                 break
             await self._throttle.take(self._sleep)
             if not await self._apply_part(index, parts, final=True):
-                if self._cut_smaller:
-                    self._cut_smaller = False  # re-laid out smaller: not a failed attempt
-                    continue
+                if self._cut_smaller or self._rate_limited_last:
+                    # Cut smaller, or told to wait: not a failed attempt, as long as time allows.
+                    self._cut_smaller = self._rate_limited_last = False
+                    if self._clock() - final_started < FINAL_DEADLINE:
+                        continue
                 attempts += 1
-                if attempts >= FINAL_ATTEMPTS:
+                if attempts >= FINAL_ATTEMPTS or self._clock() - final_started >= FINAL_DEADLINE:
                     log.error("giving up on the final frame after %d attempts", attempts)
                     self.stats.outcome = "undelivered"
                     break
@@ -341,10 +347,16 @@ class StreamRenderer:
         """Send or edit message `index` in the slot already taken; True when the platform took it."""
         try:
             await self._call_surface(index, parts[index], final=final)
+        except SurfaceBusy as exc:
+            self._throttle.pause(exc.retry_after)  # our own budget: wait, no strike
+            return False
         except SurfaceRateLimited as exc:
             self.stats.rate_limited += 1
             self._strikes += 1
-            self._throttle.pause(min(exc.retry_after, MAX_FINAL_PAUSE))
+            # Honour Retry-After, and back off further while the platform keeps refusing.
+            growth = 2.0 ** max(0, self._strikes - MAX_STRIKES)
+            self._throttle.pause(min(exc.retry_after * growth, MAX_FINAL_PAUSE))
+            self._rate_limited_last = True
             return False
         except SurfaceMessageGone:
             gone = self._messages[index]

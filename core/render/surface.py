@@ -26,6 +26,14 @@ class SurfaceRateLimited(SurfaceError):
         self.retry_after = retry_after
 
 
+class SurfaceBusy(SurfaceError):
+    """Our own budget for the platform is spent (no call was made): skip this interim frame, no strike."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"budget spent for {retry_after:g}s")
+        self.retry_after = retry_after
+
+
 class SurfaceMessageGone(SurfaceError):
     """The message to edit was deleted or can no longer be edited: continue in a new one."""
 

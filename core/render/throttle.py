@@ -126,29 +126,3 @@ class TokenBucket:
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
-
-class AllOf:
-    """Several budgets at once (per message and per workspace): an operation needs every one of them."""
-
-    def __init__(self, *budgets: Budget) -> None:
-        self._budgets = budgets
-
-    def delay(self) -> float:
-        return max(budget.delay() for budget in self._budgets)
-
-    def try_take(self) -> bool:
-        if self.delay() > 0:
-            return False
-        return all([budget.try_take() for budget in self._budgets])
-
-    async def take(self, sleep: Sleep = asyncio.sleep) -> None:
-        while not self.try_take():
-            await sleep(self.delay())
-
-    def release(self) -> None:
-        for budget in self._budgets:
-            budget.release()
-
-    def pause(self, seconds: float) -> None:
-        for budget in self._budgets:
-            budget.pause(seconds)

@@ -14,12 +14,13 @@ from core.errors import Interrupted
 from core.render.renderer import StreamRenderer
 from core.render.surface import (
     SurfaceBlocked,
+    SurfaceBusy,
     SurfaceError,
     SurfaceLimits,
     SurfaceMessageGone,
     SurfaceRateLimited,
 )
-from core.render.throttle import AllOf, Throttle, TokenBucket
+from core.render.throttle import Throttle, TokenBucket
 from core.texts import friendly_error, text
 
 INTERVAL = 0.05
@@ -258,13 +259,21 @@ def test_token_bucket_allows_bursts_then_the_rate() -> None:
     assert bucket.delay() == pytest.approx(3.0)
 
 
-def test_all_of_needs_every_budget() -> None:
-    now = [0.0]
-    message = Throttle(1.0, clock=lambda: now[0])
-    workspace = TokenBucket(per_minute=60, burst=1, clock=lambda: now[0])
-    both = AllOf(message, workspace)
-    assert both.try_take()
-    both.release()
-    assert not both.try_take() and both.delay() == pytest.approx(1.0)
-    now[0] = 1.0
-    assert both.try_take()
+
+async def test_own_budget_spent_skips_interim_frames_without_strikes() -> None:
+    surface = MemorySurface(faults=[SurfaceBusy(0.05)] * 4)
+    events: list[ReplyEvent | float] = []
+    for i in range(30):
+        events += [TextDelta(f"{i} "), 0.02]
+    events.append(Done(""))
+    stats = await renderer(surface).render(script(events))
+    assert stats.rate_limited == 0
+    assert any(not op.final for op in surface.ops)  # interim frames resumed: no strikes were counted
+    assert surface.shown[1] == "".join(f"{i} " for i in range(30)).rstrip()
+
+
+async def test_final_frame_waits_out_a_long_rate_limit_storm() -> None:
+    surface = MemorySurface(faults=[SurfaceRateLimited(0.01)] * 9)
+    stats = await renderer(surface).render(script([TextDelta("survives"), Done("survives")]))
+    assert stats.outcome == "done" and stats.rate_limited == 9
+    assert surface.shown == {1: "survives"}
