@@ -122,6 +122,7 @@ MARKDOWN_REFUSED = frozenset({"invalid_arguments", "invalid_markdown", "markdown
 
 
 BudgetFor = Callable[[str], TokenBucket | None]
+BUSY_RETRY = 0.5  # seconds before an interim frame tries a spent budget again
 
 
 class _Slack:
@@ -146,10 +147,10 @@ class _Slack:
         if bucket is not None:
             if self.urgent:
                 await bucket.take()
-            elif not bucket.try_take():
+            elif not bucket.try_take(reserve=bucket.burst // 2):  # half the burst is kept for final frames
                 if inspect.iscoroutine(request):
                     request.close()  # never sent
-                raise SurfaceBusy(bucket.delay())
+                raise SurfaceBusy(max(bucket.delay(), BUSY_RETRY))
         self.calls[method] += 1
         return await request
 

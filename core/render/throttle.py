@@ -110,8 +110,13 @@ class TokenBucket:
         wait = 0.0 if self._tokens >= 1 else (1 - self._tokens) / self._rate
         return max(wait, self._paused_until - self._clock(), 0.0)
 
-    def try_take(self) -> bool:
-        if self.delay() > 0:
+    @property
+    def burst(self) -> int:
+        return int(self._burst)
+
+    def try_take(self, *, reserve: int = 0) -> bool:
+        """Spend a token now if one is free while `reserve` more stay (kept for frames that matter more)."""
+        if self.delay() > 0 or self._tokens < 1 + reserve:
             return False
         self._tokens -= 1
         return True

@@ -257,6 +257,8 @@ def test_token_bucket_allows_bursts_then_the_rate() -> None:
     bucket.pause(5)
     now[0] = 3.0
     assert bucket.delay() == pytest.approx(3.0)
+    now[0] = 10.0  # full again: 3 tokens, of which 2 are kept back from frames that can wait
+    assert bucket.try_take(reserve=2) and not bucket.try_take(reserve=2) and bucket.try_take()
 
 
 
