@@ -130,4 +130,3 @@ class TokenBucket:
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
-

@@ -261,7 +261,6 @@ def test_token_bucket_allows_bursts_then_the_rate() -> None:
     assert bucket.try_take(reserve=2) and not bucket.try_take(reserve=2) and bucket.try_take()
 
 
-
 async def test_own_budget_spent_skips_interim_frames_without_strikes() -> None:
     surface = MemorySurface(faults=[SurfaceBusy(0.05)] * 4)
     events: list[ReplyEvent | float] = []
