@@ -40,10 +40,6 @@ class StreamEvent:
     def message_id(self) -> str | None:
         return self.get_str("message_id") or None
 
-    @property
-    def workflow_run_id(self) -> str | None:
-        return self.get_str("workflow_run_id") or None
-
 
 def event_from_json(obj: Any) -> StreamEvent | None:
     """Wrap a decoded JSON object; None for anything that is not an event object."""
