@@ -391,10 +391,10 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=1500)
     parser.add_argument("--mode", choices=("native", "update", "both"), default="both")
     parser.add_argument(
-        "--deadline", type=float, default=None, help="seconds to wait for every answer (default: 4 x seconds + 300)"
+        "--deadline", type=float, default=None, help="seconds to wait for every answer (default: 4 x seconds + 600)"
     )
     args = parser.parse_args()
-    deadline = args.seconds * 4 + 300 if args.deadline is None else args.deadline
+    deadline = args.seconds * 4 + 600 if args.deadline is None else args.deadline
     modes = ("native", "update") if args.mode == "both" else (args.mode,)
     for index, mode in enumerate(modes):
         if index:
