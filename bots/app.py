@@ -1,4 +1,4 @@
-"""Composition root of `dify-bots run`: core, front doors and one aiohttp web server in one process."""
+"""Composition root of `dify-bots run`: core, the registered front doors and one aiohttp web server."""
 
 from __future__ import annotations
 
@@ -15,35 +15,48 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from bots import registry
 from bots.core_stack import CoreStack, open_core
+from bots.front_door import DoorServices, FrontDoor, FrontDoorPlugin
 from bots.metrics import Metrics
+from bots.web_errors import error_middleware
+from core.answering import AnswerPipeline, AnswerReport
 from core.dify.errors import DifyServerError, DifyTransportError
-from core.errors import BotError, Interrupted
-from core.render.renderer import RenderStats, StreamRenderer
-from core.render.throttle import ThrottleRegistry
-from core.settings import Settings, SettingsError
+from core.errors import BotError
+from core.settings import Config, SettingsError
 
 log = logging.getLogger(__name__)
 
-FRONT_DOORS = ("telegram", "slack", "openai")
 DIFY_FRESH_FOR = 60.0  # seconds a successful Dify check counts for /readyz
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# An API client can read this error shape; chat platforms only look at the status and redeliver.
+SHUTTING_DOWN = {
+    "error": {
+        "message": "The service is shutting down; retry shortly.",
+        "type": "server_error",
+        "code": "service_unavailable",
+    }
+}
 
-NOTHING_CONFIGURED = (
-    "dify-bots: nothing to run. Set at least one of TELEGRAM_BOT_TOKEN (Telegram), "
-    "SLACK_BOT_TOKEN (Slack) or OPENAI_API_KEYS (OpenAI-compatible API), in the environment or in .env."
-)
+
+def nothing_configured() -> str:
+    switches = ", ".join(
+        f"{plugin.settings.env_names()[0]} ({plugin.name})"
+        for plugin in registry.plugins()
+        if plugin.settings.env_names()
+    )
+    return f"dify-bots: nothing to run. Set at least one of {switches}, in the environment or in .env."
 
 
-def configured_front_doors(settings: Settings, only: frozenset[str] = frozenset()) -> list[str]:
-    doors = []
-    if settings.telegram_bot_token is not None:
-        doors.append("telegram")
-    if settings.slack_bot_token is not None:
-        doors.append("slack")
-    if settings.openai_api_keys:
-        doors.append("openai")
-    return [door for door in doors if not only or door in only]
+def configured_doors(config: Config, only: frozenset[str] = frozenset()) -> list[FrontDoorPlugin[Any]]:
+    """The registered front doors whose settings enable them (limited to `only` when given)."""
+    return [
+        plugin
+        for plugin in registry.plugins()
+        if (not only or plugin.name in only)
+        and plugin.name in config.sections
+        and plugin.configured(config.section(plugin.name))
+    ]
 
 
 class BotService:
@@ -51,28 +64,34 @@ class BotService:
 
     def __init__(
         self,
-        settings: Settings,
+        config: Config,
         *,
         only: frozenset[str] = frozenset(),
-        telegram_tuning: Mapping[str, Any] | None = None,
-        slack_tuning: Mapping[str, Any] | None = None,
+        tuning: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        self.settings = settings
-        self.doors = configured_front_doors(settings, only)
-        self._tuning = {"telegram": dict(telegram_tuning or {}), "slack": dict(slack_tuning or {})}
+        self.config = config
+        self.settings = config.core
+        self.plugins = configured_doors(config, only)
+        self.doors: dict[str, FrontDoor] = {}
+        self._tuning = dict(tuning or {})
         self.metrics = Metrics()
-        self.web = web.Application(middlewares=[self._closing_gate])
+        self.web = web.Application(middlewares=[error_middleware, self._closing_gate])
         self.web.router.add_get("/healthz", self._healthz)
         self.web.router.add_get("/readyz", self._readyz)
         self.web.router.add_get("/metrics", self._metrics)
         self.core: CoreStack | None = None
-        self.telegram: Any = None
-        self.slack: Any = None
+        self._pipeline: AnswerPipeline | None = None
         self.closing = False
         self.started = False
         self._dify_ok_at = float("-inf")
         self._stack = AsyncExitStack()
         self.port: int | None = None
+
+    @property
+    def pipeline(self) -> AnswerPipeline:
+        if self._pipeline is None:
+            raise RuntimeError("the service has not started")
+        return self._pipeline
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -92,140 +111,51 @@ class BotService:
 
     async def _start(self) -> None:
         settings = self.settings
-        if "slack" in self.doors and settings.slack_app_token is None and settings.slack_signing_secret is None:
-            raise SettingsError(
-                "SLACK_SIGNING_SECRET is not set; expected the Slack app's signing secret (HTTP mode), "
-                "or set SLACK_APP_TOKEN for Socket Mode"
-            )
         self.core = core = await self._stack.enter_async_context(open_core(settings))
-        if "telegram" in self.doors:
-            await self._start_telegram(core)
-        if "slack" in self.doors:
-            await self._start_slack(core)
-        if "openai" in self.doors:
-            from bots.openai_api import OpenAIApi
-
-            OpenAIApi(
-                service=core.service,
-                keys=[key.get_secret_value() for key in settings.openai_api_keys],
-                model=settings.openai_model_name,
-                system_input=settings.openai_system_input,
-            ).register(self.web)
-        runner = web.AppRunner(self.web, access_log=None, handle_signals=False)
+        self._pipeline = pipeline = AnswerPipeline(core.service)
+        pipeline.observe(self._answered)
+        for plugin in self.plugins:
+            services = DoorServices(
+                core=core,
+                pipeline=pipeline,
+                record_api_call=self._api_call_recorder(plugin.name),
+                tuning=self._tuning.get(plugin.name, {}),
+            )
+            door = plugin.create(self.config.section(plugin.name), services)
+            self.doors[plugin.name] = await self._stack.enter_async_context(door)
+            self.metrics.track_in_flight(plugin.name, self._in_flight_counter(plugin.name))
+            door.mount(self.web)
+        runner = web.AppRunner(self.web, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
         self.port = runner.addresses[0][1] if runner.addresses else settings.http_port
         log.info("listening on %s:%s (%s)", settings.http_host, self.port, ", ".join(self.doors))
-        if self.telegram is not None:
-            if self.telegram.webhook_url:
-                await self.telegram.register_webhook()
-            else:
-                await self.telegram.start_polling()
-        if self.slack is not None and self.slack.app_token:
-            await self.slack.start_socket_mode()
+        for door in self.doors.values():
+            await door.start()
         self.started = True
 
-    async def _start_telegram(self, core: CoreStack) -> None:
-        from bots.telegram.handlers import TelegramContext
-        from bots.telegram.runtime import TelegramBot
+    def _api_call_recorder(self, platform: str) -> Callable[[str, str], None]:
+        return lambda method, result: self.metrics.api_call(platform, method, result)
 
-        settings = self.settings
-        assert settings.telegram_bot_token is not None
-        context = TelegramContext(
-            service=core.service,
-            throttles=ThrottleRegistry(),
-            private_interval=settings.telegram_private_interval,
-            group_interval=settings.telegram_group_interval,
-            allowed_users=settings.telegram_allowed_users,
-            allowed_chats=settings.telegram_allowed_chats,
-            on_answer=self._answered("telegram"),
-        )
-        for name, value in self._tuning["telegram"].items():
-            setattr(context, name, value)
-        secret = settings.telegram_webhook_secret
-        self.telegram = await self._stack.enter_async_context(
-            TelegramBot(
-                token=settings.telegram_bot_token.get_secret_value(),
-                api_base=settings.telegram_api_base,
-                store=core.store,
-                context=context,
-                webhook_url=settings.telegram_webhook_url,
-                webhook_secret=secret.get_secret_value() if secret else None,
-                on_api_call=lambda method, result: self.metrics.api_call("telegram", method, result),
-            )
-        )
-        self.metrics.track_in_flight("telegram", lambda: len(context.active))
-        if self.telegram.webhook_url:
-            self.telegram.mount_webhook(self.web)
+    def _in_flight_counter(self, platform: str) -> Callable[[], int]:
+        return lambda: self.pipeline.in_flight(platform)
 
-    async def _start_slack(self, core: CoreStack) -> None:
-        from bots.slack.handlers import SlackContext
-        from bots.slack.runtime import SlackBot
-
-        settings = self.settings
-        assert settings.slack_bot_token is not None
-        context = SlackContext(
-            service=core.service,
-            store=core.store,
-            streaming=settings.slack_streaming,
-            update_interval=settings.slack_update_interval,
-            allowed_channels=settings.slack_allowed_channels,
-            allowed_users=settings.slack_allowed_users,
-            on_answer=self._answered("slack"),
-        )
-        for name, value in self._tuning["slack"].items():
-            setattr(context, name, value)
-        secret, app_token = settings.slack_signing_secret, settings.slack_app_token
-        self.slack = await self._stack.enter_async_context(
-            SlackBot(
-                token=settings.slack_bot_token.get_secret_value(),
-                api_base=settings.slack_api_base,
-                context=context,
-                signing_secret=secret.get_secret_value() if secret else None,
-                app_token=app_token.get_secret_value() if app_token else None,
-                on_api_call=lambda method, result: self.metrics.api_call("slack", method, result),
-            )
-        )
-        self.metrics.track_in_flight("slack", lambda: len(context.active))
-        if not self.slack.app_token:
-            self.slack.mount(self.web)
-
-    def _answered(self, platform: str) -> Callable[[RenderStats], Awaitable[None]]:
-        async def record(stats: RenderStats) -> None:
-            self.metrics.answer_finished(platform, stats)
-            if not isinstance(stats.error, DifyTransportError | DifyServerError):
-                self._dify_ok_at = time.monotonic()  # Dify answered (even if with an error of its own)
-
-        return record
-
-    def _active(self) -> dict[StreamRenderer, asyncio.Task[Any]]:
-        active: dict[StreamRenderer, asyncio.Task[Any]] = {}
-        for door in (self.telegram, self.slack):
-            if door is not None:
-                active.update(door.context.active)
-        return active
+    def _answered(self, report: AnswerReport) -> None:
+        self.metrics.answer_finished(report.platform, report.stats)
+        if not isinstance(report.stats.error, DifyTransportError | DifyServerError):
+            self._dify_ok_at = time.monotonic()  # Dify answered (even if with an error of its own)
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop taking updates, give in-flight answers `grace` seconds, then interrupt the rest."""
         if self.closing:
             return
         self.closing = True
-        if self.telegram is not None:
-            await self.telegram.stop_polling()
-        if self.slack is not None:
-            await self.slack.stop()
-        grace = self.settings.shutdown_grace if grace is None else grace
-        active = self._active()
-        if active:
-            log.info("waiting up to %.0fs for %d answers", grace, len(active))
-            await asyncio.wait(set(active.values()), timeout=grace)
-        active = self._active()
-        for renderer in active:
-            renderer.interrupt(Interrupted("shutting down"))
-        if active:
-            await asyncio.wait(set(active.values()), timeout=30)
+        for door in self.doors.values():
+            await door.stop_intake()
+        if self._pipeline is not None:
+            await self._pipeline.drain(self.settings.shutdown_grace if grace is None else grace)
 
     # ---- web routes -----------------------------------------------------------------------------
 
@@ -233,9 +163,9 @@ class BotService:
     async def _closing_gate(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """While shutting down, refuse new updates (Telegram and Slack retry them elsewhere)."""
+        """While shutting down, refuse new updates (platforms redeliver them to another replica)."""
         if self.closing and request.path not in OPEN_PATHS:
-            return web.json_response({"error": "shutting down"}, status=503)
+            return web.json_response(SHUTTING_DOWN, status=503, headers={"Retry-After": "1"})
         return await handler(request)
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -265,17 +195,17 @@ class BotService:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
 
 
-async def run_service(settings: Settings, *, only: frozenset[str] = frozenset()) -> int:
-    unknown = only - set(FRONT_DOORS)
+async def run_service(config: Config, *, only: frozenset[str] = frozenset()) -> int:
+    known = registry.names()
+    unknown = only - set(known)
     if unknown:
         print(
-            f"dify-bots: unknown front door(s) in --only: {', '.join(sorted(unknown))}; "
-            f"choose from {', '.join(FRONT_DOORS)}",
+            f"dify-bots: unknown front door(s) in --only: {', '.join(sorted(unknown))}; choose from {', '.join(known)}",
             file=sys.stderr,
         )
         return 2
-    if not configured_front_doors(settings, only):
-        print(NOTHING_CONFIGURED, file=sys.stderr)
+    if not configured_doors(config, only):
+        print(nothing_configured(), file=sys.stderr)
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -283,7 +213,7 @@ async def run_service(settings: Settings, *, only: frozenset[str] = frozenset())
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     try:
-        async with BotService(settings, only=only):
+        async with BotService(config, only=only):
             await stop.wait()
             log.info("shutting down")
     except SettingsError as exc:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
 
+from bots import registry
 from bots.core_stack import dify_client
+from bots.front_door import Check
 from core.conversations import ConversationStore
 from core.dify.errors import DifyAuthError, DifyError, DifyTransportError
 from core.errors import BotError
 from core.redis_connection import open_redis
-from core.settings import Settings
-
-Check = Callable[[], Awaitable[str]]
+from core.settings import Config
 
 
 def _explain(error: BaseException) -> str:
@@ -37,7 +36,8 @@ async def _run(name: str, check: Check) -> bool:
     return True
 
 
-async def run_check(settings: Settings) -> int:
+async def run_check(config: Config) -> int:
+    settings = config.core
     print("ok    settings: loaded")
     results: list[bool] = []
     where = (settings.redis_url and "REDIS_URL") or f"embedded Redis in {settings.data_dir}"
@@ -60,10 +60,26 @@ async def run_check(settings: Settings) -> int:
         return f"reachable ({where})"
 
     results.append(await _run("conversation store", store))
-    from bots.platform_checks import platform_checks
-
-    for name, check in platform_checks(settings):
-        results.append(await _run(name, check))
+    configured = 0
+    for plugin in registry.plugins():
+        section = config.section(plugin.name)
+        for warning in plugin.warnings(section):
+            print(f"warn  {plugin.name}: {warning}")
+        if not plugin.configured(section):
+            continue
+        configured += 1
+        for name, check in plugin.checks(section, settings):
+            results.append(await _run(name, check))
+    if not configured:
+        print(f"warn  front doors: none is configured, so `dify-bots run` has nothing to start ({_switches()})")
     ok = all(results)
     print("All checks passed." if ok else "Some checks failed.", file=sys.stderr if not ok else sys.stdout)
     return 0 if ok else 1
+
+
+def _switches() -> str:
+    return "; ".join(
+        f"set {plugin.settings.env_names()[0]} for {plugin.name}"
+        for plugin in registry.plugins()
+        if plugin.settings.env_names()
+    )

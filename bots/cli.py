@@ -6,48 +6,84 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
+from bots import registry
+from bots.config import load
 from core.logs import setup_logging
-from core.settings import Settings, SettingsError, load_settings
+from core.settings import Config, SettingsError
+
+DEFAULT_ENV_FILE = ".env"
+
+
+def _version() -> str:
+    try:
+        return version("dify-bots")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dify-bots", description="Put a Dify app into Telegram and Slack.")
-    parser.add_argument("--env-file", default=".env", help="settings file to read besides the environment")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="start every configured front door (Telegram, Slack, OpenAI API)")
-    run.add_argument("--only", default="", help="comma-separated subset: telegram,slack,openai")
-    commands.add_parser("check", help="verify the settings, Dify, the store and the platform tokens")
-    commands.add_parser("chat", help="talk to the Dify app in this terminal (/reset starts over)")
+    # --env-file is accepted before or after the subcommand; SUPPRESS keeps a later default from erasing it.
+    env_file = argparse.ArgumentParser(add_help=False)
+    env_file.add_argument(
+        "--env-file",
+        default=argparse.SUPPRESS,
+        help=f"settings file to read besides the environment (default: {DEFAULT_ENV_FILE}, if present)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="dify-bots",
+        description="Put a Dify app into your chats.",
+        parents=[env_file],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    doors = ", ".join(registry.names())
+    run = commands.add_parser(
+        "run",
+        parents=[env_file],
+        help="start every configured front door",
+        description=f"Start every configured front door ({doors}) on one web server, with /healthz, /readyz "
+        "and /metrics. SIGTERM finishes answers in flight within SHUTDOWN_GRACE.",
+    )
+    run.add_argument("--only", default="", help=f"comma-separated subset of the front doors: {doors}")
+    commands.add_parser(
+        "check",
+        parents=[env_file],
+        help="verify the settings, Dify, the store and the platform tokens",
+        description="Check each thing the bot depends on and print one ok/FAIL line for each; "
+        "exit 1 when any check fails.",
+    )
+    commands.add_parser(
+        "chat",
+        parents=[env_file],
+        help="talk to the Dify app in this terminal",
+        description="A conversation with the Dify app in this terminal (/reset starts over, /quit leaves). "
+        "Lines piped to stdin are asked one by one.",
+    )
     return parser
 
 
-def _secrets(settings: Settings) -> list[str]:
-    values = [settings.dify_api_key.get_secret_value()]
-    for secret in (
-        settings.telegram_bot_token,
-        settings.telegram_webhook_secret,
-        settings.slack_bot_token,
-        settings.slack_signing_secret,
-        settings.slack_app_token,
-    ):
-        if secret is not None:
-            values.append(secret.get_secret_value())
-    values.extend(key.get_secret_value() for key in settings.openai_api_keys)
-    return values
+def _load(env_file: str | None) -> Config:
+    if env_file is not None and not Path(env_file).is_file():
+        raise SettingsError(f"the settings file {env_file} does not exist")
+    default = Path(DEFAULT_ENV_FILE)
+    return load(env_file if env_file is not None else (default if default.is_file() else None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(args.env_file)
+        config = _load(getattr(args, "env_file", None))
     except SettingsError as exc:
         print(f"dify-bots: invalid settings: {exc}", file=sys.stderr)
         return 2
+    settings = config.core
     setup_logging(
         level="WARNING" if args.command == "chat" and settings.log_level == "INFO" else settings.log_level,
         fmt=settings.log_format,
-        secrets=_secrets(settings),
+        secrets=config.secrets(),
     )
     try:
         if args.command == "chat":
@@ -57,10 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             from bots.check import run_check
 
-            return asyncio.run(run_check(settings))
+            return asyncio.run(run_check(config))
         from bots.app import run_service
 
         only = frozenset(part.strip() for part in args.only.split(",") if part.strip())
-        return asyncio.run(run_service(settings, only=only))
+        return asyncio.run(run_service(config, only=only))
     except KeyboardInterrupt:
         return 130

@@ -63,9 +63,11 @@ class Citation:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Aggregated run metadata."""
+    """Aggregated run metadata; the prompt/completion split is known only from `message_end` (else 0)."""
 
     total_tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     total_price: Decimal | None = None
     currency: str = ""
     elapsed: float | None = None
@@ -110,6 +112,10 @@ def _decimal(value: Any) -> Decimal | None:
         return None
 
 
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def pick_output(outputs: Any, key: str = "") -> str | None:
     """The answer among a workflow's outputs: the configured key, a well-known one, or the only string."""
     if not isinstance(outputs, Mapping):
@@ -135,6 +141,8 @@ class AnswerReducer:
         self.message_id: str | None = None
         self.task_id: str | None = None
         self._tokens = 0
+        self._prompt_tokens = 0
+        self._completion_tokens = 0
         self._price: Decimal | None = None
         self._currency = ""
         self._elapsed: float | None = None
@@ -207,6 +215,8 @@ class AnswerReducer:
     def _usage(self) -> Usage:
         return Usage(
             total_tokens=self._tokens,
+            prompt_tokens=self._prompt_tokens,
+            completion_tokens=self._completion_tokens,
             total_price=self._price,
             currency=self._currency,
             elapsed=self._elapsed,
@@ -305,6 +315,8 @@ class AnswerReducer:
             # message_end's usage is authoritative for the message: it replaces per-node sums.
             self._tokens, self._price = 0, None
             self._add_cost(usage.get("total_tokens"), usage.get("total_price"), usage.get("currency"))
+            self._prompt_tokens = _count(usage.get("prompt_tokens"))
+            self._completion_tokens = _count(usage.get("completion_tokens"))
             latency = usage.get("latency")
             if isinstance(latency, int | float):
                 self._elapsed = float(latency)

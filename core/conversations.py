@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.errors import ConversationBusy, StoreUnavailable
+from core.keys import RedisKeys
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,8 @@ class ConversationStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
-        self._app = app
+        self.keys = RedisKeys(prefix=prefix, app=app)
         self._ttl = ttl
-        self._prefix = prefix
         self._lease = lock_lease
         self._clock = clock
         self._local: dict[str, _LocalQueue] = {}
@@ -88,7 +88,7 @@ class ConversationStore:
         return self._redis
 
     def key(self, chat: ChatKey) -> str:
-        return f"{self._prefix}:conv:{self._app}:{chat.platform}:{chat.scope}"
+        return self.keys.conversation(chat)
 
     async def ping(self) -> None:
         await _guard(self._redis.ping())
@@ -117,28 +117,28 @@ class ConversationStore:
 
     async def first_delivery(self, platform: str, delivery_id: str, *, ttl: int = 3600) -> bool:
         """True the first time a platform delivery id is seen (across processes), False for repeats."""
-        key = f"{self._prefix}:seen:{platform}:{delivery_id}"
+        key = self.keys.delivery(platform, delivery_id)
         return bool(await _guard(self._redis.set(key, "1", nx=True, ex=ttl)))
 
     async def generation(self, name: str) -> int:
-        raw = await _guard(self._redis.get(f"{self._prefix}:gen:{self._app}:{name}"))
+        raw = await _guard(self._redis.get(self.keys.generation(name)))
         return int(raw) if raw is not None else 0
 
     async def bump_generation(self, name: str) -> int:
         """Start every conversation under `name` over (e.g. every thread of a Slack channel)."""
-        return int(await _guard(self._redis.incr(f"{self._prefix}:gen:{self._app}:{name}")))
+        return int(await _guard(self._redis.incr(self.keys.generation(name))))
 
     async def set_flag(self, name: str, *, ttl: int | None = None) -> None:
         """Remember a small fact (e.g. "this DM thread was started by a mention") for the conversation TTL."""
         expiry = ttl if ttl is not None else (self._ttl or None)
-        await _guard(self._redis.set(f"{self._prefix}:flag:{self._app}:{name}", "1", ex=expiry))
+        await _guard(self._redis.set(self.keys.flag(name), "1", ex=expiry))
 
     async def has_flag(self, name: str) -> bool:
-        return bool(await _guard(self._redis.exists(f"{self._prefix}:flag:{self._app}:{name}")))
+        return bool(await _guard(self._redis.exists(self.keys.flag(name))))
 
     def lock(self, chat: ChatKey, *, wait: float) -> ConversationLock:
         """One answer at a time per conversation: FIFO within a process, exclusive across processes."""
-        key = f"{self._prefix}:lock:{self._app}:{chat.platform}:{chat.scope}"
+        key = self.keys.lock(chat)
         local = self._local.get(key)
         if local is None:
             local = self._local[key] = _LocalQueue()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -12,6 +13,7 @@ from core.answer import AnswerReducer, ContextReset, Failed, ReplyEvent, TaskSta
 from core.conversations import ChatKey, Conversation, ConversationStore
 from core.dify.client import WORKFLOW_MODE, DifyClient
 from core.dify.errors import ConversationNotFound, DifyError
+from core.dify.events import StreamEvent
 from core.errors import BotError, StoreUnavailable
 from core.logs import add_log_context
 
@@ -34,6 +36,16 @@ class ChatService:
         self._workflow_output = workflow_output
         self._lock_wait = lock_wait
 
+    @property
+    def workflow_output(self) -> str:
+        """The workflow output variable shown as the answer of a workflow app ('' picks one)."""
+        return self._workflow_output
+
+    @property
+    def lock_wait(self) -> float:
+        """Seconds an answer waits for the previous one in the same conversation to finish."""
+        return self._lock_wait
+
     def reply(
         self,
         chat: ChatKey,
@@ -47,6 +59,22 @@ class ChatService:
     async def reset(self, chat: ChatKey) -> bool:
         """Forget the chat's conversation; True when there was one."""
         return await self.store.reset(chat) is not None
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One Dify call of an answer: the conversation it continues and how it went."""
+
+    mode: str
+    conversation_id: str | None  # sent to Dify
+    saved_id: str | None  # the id the store holds for this chat
+    reducer: AnswerReducer
+    stale: bool = False  # Dify no longer knows conversation_id: start over in a new conversation
+
+    @property
+    def can_start_over(self) -> bool:
+        """Only a call that continued a conversation may start over, and only once, in a new one."""
+        return bool(self.conversation_id)
 
 
 class ReplyStream:
@@ -93,7 +121,7 @@ class ReplyStream:
     async def _run(self) -> AsyncGenerator[ReplyEvent, None]:
         store = self._service.store
         try:
-            async with store.lock(self.chat, wait=self._service._lock_wait):
+            async with store.lock(self.chat, wait=self._service.lock_wait):
                 async for event in self._answer():
                     yield event
         except BotError as exc:  # lock wait exceeded, store down before the answer started
@@ -101,74 +129,95 @@ class ReplyStream:
             yield Failed(error=exc)
 
     async def _answer(self) -> AsyncGenerator[ReplyEvent, None]:
-        service = self._service
+        """Continue the stored conversation; start over once in a new one if Dify no longer knows it."""
         try:
-            mode = await service.dify.app_mode()
+            mode = await self._service.dify.app_mode()
         except DifyError as exc:
             yield Failed(error=exc)
             return
-        stored = None if mode == WORKFLOW_MODE else await service.store.get(self.chat)
-        conversation_id = stored.conversation_id if stored else None
-        saved_id = conversation_id
-        self.user = stored.user if stored else self.chat.user
+        first = self._new_attempt(mode, await self._resume(mode))
+        async with aclosing(self._stream(first)) as replies:
+            async for reply in replies:
+                yield reply
+        if not first.stale:
+            return
+        log.info("conversation %s is gone in Dify; starting a new one", first.conversation_id)
+        await self._forget()
+        self.user = self.chat.user
+        yield ContextReset()
+        async with aclosing(self._stream(self._new_attempt(mode, None))) as replies:
+            async for reply in replies:
+                yield reply
 
-        for attempt in range(2):
-            reducer = AnswerReducer(mode=mode, workflow_output=service._workflow_output)
-            retry = False
-            try:
-                async with aclosing(
-                    service.dify.stream(
-                        query=self._text,
-                        user=self.user,
-                        conversation_id=conversation_id,
-                        inputs=self._inputs,
-                        files=self._files,
-                    )
-                ) as events:
-                    async for event in events:
-                        for reply in reducer.feed(event):
-                            if isinstance(reply, TaskStarted):
-                                self.task_id = reply.task_id
-                                add_log_context(task_id=reply.task_id)
-                            if (
-                                isinstance(reply, Failed)
-                                and isinstance(reply.error, ConversationNotFound)
-                                and conversation_id
-                                and attempt == 0
-                                and not reducer.text
-                            ):
-                                retry = True
-                                break
-                            yield reply
-                        if retry:
-                            break
-                        returned = reducer.conversation_id
-                        if returned and returned != saved_id and mode != WORKFLOW_MODE:
-                            await self._remember(returned)
-                            saved_id = returned
-                            if conversation_id:
-                                yield ContextReset()  # chatflows swap an unknown id for a new one silently
-            except ConversationNotFound as exc:
-                if not conversation_id or attempt > 0:
-                    for reply in reducer.fail(exc):
+    async def _resume(self, mode: str) -> str | None:
+        """The stored conversation to continue (none for workflows); sets the user it belongs to."""
+        stored = None if mode == WORKFLOW_MODE else await self._service.store.get(self.chat)
+        self.user = stored.user if stored else self.chat.user
+        return stored.conversation_id if stored else None
+
+    def _new_attempt(self, mode: str, conversation_id: str | None) -> _Attempt:
+        reducer = AnswerReducer(mode=mode, workflow_output=self._service.workflow_output)
+        return _Attempt(mode=mode, conversation_id=conversation_id, saved_id=conversation_id, reducer=reducer)
+
+    async def _stream(self, attempt: _Attempt) -> AsyncGenerator[ReplyEvent, None]:
+        """Reply events of one Dify call; a conversation Dify no longer knows marks the attempt stale."""
+        try:
+            async with aclosing(
+                self._service.dify.stream(
+                    query=self._text,
+                    user=self.user,
+                    conversation_id=attempt.conversation_id,
+                    inputs=self._inputs,
+                    files=self._files,
+                )
+            ) as events:
+                async for event in events:
+                    for reply in self._replies(attempt, event):
                         yield reply
-                    return
-                retry = True
-            except DifyError as exc:
-                log.warning("dify stream for %s:%s failed: %r", self.chat.platform, self.chat.scope, exc)
-                for reply in reducer.fail(exc):
-                    yield reply
+                    if attempt.stale:
+                        return
+                    if await self._save_returned_id(attempt):
+                        yield ContextReset()  # chatflows swap an unknown id for a new one silently
+        except ConversationNotFound as exc:
+            if attempt.can_start_over:
+                attempt.stale = True
                 return
-            if retry:
-                log.info("conversation %s is gone in Dify; starting a new one", conversation_id)
-                await self._forget()
-                conversation_id = saved_id = None
-                self.user = self.chat.user
-                yield ContextReset()
-                continue
-            for reply in reducer.finish():
+            for reply in attempt.reducer.fail(exc):
                 yield reply
             return
+        except DifyError as exc:
+            log.warning("dify stream for %s:%s failed: %r", self.chat.platform, self.chat.scope, exc)
+            for reply in attempt.reducer.fail(exc):
+                yield reply
+            return
+        for reply in attempt.reducer.finish():
+            yield reply
+
+    def _replies(self, attempt: _Attempt, event: StreamEvent) -> Iterator[ReplyEvent]:
+        """Reply events for one Dify event, up to a sign that the conversation is gone."""
+        reducer = attempt.reducer
+        for reply in reducer.feed(event):
+            if isinstance(reply, TaskStarted):
+                self.task_id = reply.task_id
+                add_log_context(task_id=reply.task_id)
+            if (
+                isinstance(reply, Failed)
+                and isinstance(reply.error, ConversationNotFound)
+                and attempt.can_start_over
+                and not reducer.text
+            ):
+                attempt.stale = True
+                return
+            yield reply
+
+    async def _save_returned_id(self, attempt: _Attempt) -> bool:
+        """Remember a new conversation id Dify returned; True when it replaced the one sent."""
+        returned = attempt.reducer.conversation_id
+        if not returned or returned == attempt.saved_id or attempt.mode == WORKFLOW_MODE:
+            return False
+        await self._remember(returned)
+        attempt.saved_id = returned
+        return bool(attempt.conversation_id)
 
     async def _remember(self, conversation_id: str) -> None:
         """Save the id Dify returned (never the one sent); the answer goes on if Redis is down."""

@@ -1,30 +1,88 @@
-"""All configuration, read from the environment and `.env` in this one place, with readable errors."""
+"""Configuration: core's settings, the base of a front door's section, and the one loader that reads them all."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-IdSet = Annotated[frozenset[int], NoDecode]
-NameSet = Annotated[frozenset[str], NoDecode]
 
-_WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+def _items(value: Any) -> Any:
+    return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+
+def _id_items(value: Any) -> Any:
+    items = _items(value)
+    if isinstance(value, str):
+        try:
+            return frozenset(int(item) for item in items)
+        except ValueError:
+            raise ValueError("must be numeric ids separated by commas") from None
+    return items
+
+
+def empty_is_none(value: Any) -> Any:
+    """Blank strings mean "not set" (a commented-out or empty line in .env)."""
+    return (value.strip() or None) if isinstance(value, str) else value
+
+
+def http_url(value: str) -> str:
+    value = value.strip()
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must start with http:// or https://")
+    return value
+
+
+# Comma-separated lists in the environment.
+IdSet = Annotated[frozenset[int], NoDecode, BeforeValidator(_id_items)]
+NameSet = Annotated[frozenset[str], NoDecode, BeforeValidator(lambda value: frozenset(_items(value)))]
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(lambda value: tuple(_items(value)))]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(empty_is_none)]
+OptionalText = Annotated[str | None, BeforeValidator(empty_is_none)]
+HttpUrl = Annotated[str, BeforeValidator(lambda value: http_url(value) if isinstance(value, str) else value)]
+
+_COMMON = SettingsConfigDict(
+    env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
+)
 
 
 class SettingsError(Exception):
     """A setting is missing or malformed; `str()` is one line meant for the person running the bot."""
 
 
-class Settings(BaseSettings):
-    """Every setting of dify-bots. Field descriptions double as the 'expected' part of error messages."""
+class SettingsSection(BaseSettings):
+    """A front door's own settings, named `{env_prefix}{FIELD}` and read by the same loader as core's."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
-    )
+    model_config = SettingsConfigDict(**_COMMON)
+
+    @classmethod
+    def prefix(cls) -> str:
+        return str(cls.model_config.get("env_prefix") or "")
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        return [f"{cls.prefix()}{name}".upper() for name in cls.model_fields]
+
+    def secrets(self) -> list[str]:
+        """Values to redact from logs: every secret field that is set."""
+        values: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, SecretStr):
+                    values.append(item.get_secret_value())
+        return values
+
+
+class Settings(BaseSettings):
+    """What core needs: Dify, store, logging, HTTP, shutdown. Descriptions double as the "expected" of errors."""
+
+    model_config = SettingsConfigDict(**_COMMON)
 
     # Dify
     dify_api_key: SecretStr = Field(description="the Dify app's API key (starts with 'app-')")
@@ -69,45 +127,6 @@ class Settings(BaseSettings):
     http_host: str = Field("0.0.0.0", description="the address the web server listens on")
     http_port: int = Field(8080, ge=0, le=65535, description="a TCP port number (0-65535)")
 
-    # Telegram
-    telegram_bot_token: SecretStr | None = Field(None, description="the token BotFather gave you")
-    telegram_api_base: str = Field(
-        "https://api.telegram.org", description="the Bot API server URL, e.g. https://api.telegram.org"
-    )
-    telegram_webhook_url: str | None = Field(
-        None, description="the public https URL Telegram should post updates to (empty: long polling)"
-    )
-    telegram_webhook_secret: SecretStr | None = Field(None, description="1-256 characters of A-Z, a-z, 0-9, _ and -")
-    telegram_allowed_users: IdSet = Field(
-        frozenset(), description="comma-separated numeric Telegram user ids (empty: everyone)"
-    )
-    telegram_allowed_chats: IdSet = Field(
-        frozenset(), description="comma-separated numeric Telegram chat ids (empty: every chat)"
-    )
-    telegram_private_interval: float = Field(
-        1.0, ge=1.0, description="seconds between edits in a private chat (1.0 or more)"
-    )
-    telegram_group_interval: float = Field(3.0, ge=3.0, description="seconds between edits in a group (3.0 or more)")
-
-    # Slack
-    slack_bot_token: SecretStr | None = Field(None, description="the bot token (xoxb-...)")
-    slack_signing_secret: SecretStr | None = Field(None, description="the app's signing secret")
-    slack_app_token: SecretStr | None = Field(None, description="an app-level token (xapp-...) for Socket Mode")
-    slack_api_base: str = Field("https://slack.com/api/", description="the Slack Web API base URL")
-    slack_streaming: Literal["auto", "native", "update"] = Field("auto", description="auto, native or update")
-    slack_allowed_channels: NameSet = Field(frozenset(), description="comma-separated channel ids")
-    slack_allowed_users: NameSet = Field(frozenset(), description="comma-separated user ids")
-    slack_update_interval: float = Field(
-        1.0, ge=1.0, description="seconds between chat.update calls on one message (1.0 or more)"
-    )
-
-    # OpenAI-compatible API
-    openai_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
-        (), description="comma-separated bearer keys clients must present"
-    )
-    openai_model_name: str = Field("dify", min_length=1, description="the model id /v1/models lists")
-    openai_system_input: str = Field("system_prompt", description="the Dify input that receives a system message")
-
     shutdown_grace: float = Field(25.0, ge=0, description="seconds in-flight answers get to finish on shutdown")
 
     @field_validator("dify_api_key", mode="before")
@@ -122,29 +141,15 @@ class Settings(BaseSettings):
             raise ValueError("is empty")
         return value
 
-    @field_validator("dify_base_url", "telegram_api_base", "slack_api_base")
+    @field_validator("dify_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        value = value.strip()
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must start with http:// or https://")
-        return value
+        return http_url(value)
 
-    @field_validator(
-        "redis_url",
-        "telegram_bot_token",
-        "telegram_webhook_url",
-        "telegram_webhook_secret",
-        "slack_bot_token",
-        "slack_signing_secret",
-        "slack_app_token",
-        mode="before",
-    )
+    @field_validator("redis_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return value.strip() or None
-        return value
+        return empty_is_none(value)
 
     @field_validator("redis_url")
     @classmethod
@@ -153,55 +158,33 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
-    @field_validator("telegram_webhook_url")
-    @classmethod
-    def _webhook_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("https://") and not value.startswith("http://"):
-            raise ValueError("must be an https:// URL")
-        return value
-
-    @field_validator("telegram_webhook_secret")
-    @classmethod
-    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _WEBHOOK_SECRET.match(value.get_secret_value()):
-            raise ValueError("has characters Telegram does not allow")
-        return value
-
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("telegram_allowed_users", "telegram_allowed_chats", mode="before")
-    @classmethod
-    def _id_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            items = [item.strip() for item in value.split(",") if item.strip()]
-            try:
-                return frozenset(int(item) for item in items)
-            except ValueError:
-                raise ValueError("must be numeric ids separated by commas") from None
-        return value
 
-    @field_validator("slack_allowed_channels", "slack_allowed_users", mode="before")
-    @classmethod
-    def _name_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return frozenset(item.strip() for item in value.split(",") if item.strip())
-        return value
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the loader read: core's settings and each front door's section, by front door name."""
 
-    @field_validator("openai_api_keys", mode="before")
-    @classmethod
-    def _key_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(item.strip() for item in value.split(",") if item.strip())
-        return value
+    core: Settings
+    sections: Mapping[str, SettingsSection] = field(default_factory=dict)
+
+    def section(self, name: str) -> Any:
+        return self.sections[name]
+
+    def secrets(self) -> list[str]:
+        values = [self.core.dify_api_key.get_secret_value()]
+        for section in self.sections.values():
+            values.extend(section.secrets())
+        return values
 
 
-def _describe(error: dict[str, Any]) -> str:
-    field = str(error["loc"][0]) if error.get("loc") else "?"
-    name = field.upper()
-    info = Settings.model_fields.get(field)
+def _describe(model: type[BaseSettings], prefix: str, error: Mapping[str, Any]) -> str:
+    field_name = str(error["loc"][0]) if error.get("loc") else "?"
+    name = f"{prefix}{field_name}".upper()
+    info = model.model_fields.get(field_name)
     expected = info.description if info is not None else None
     if error.get("type") == "missing":
         problem = "is not set"
@@ -214,9 +197,49 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{name} {problem}" + (f"; expected {expected}" if expected else "")
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Read settings from the environment (and `env_file`), raising SettingsError with one readable line."""
+def load_config(
+    env_file: str | Path | None = ".env",
+    sections: Mapping[str, type[SettingsSection]] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Read core's settings and every section from the environment (and `env_file`).
+
+    `overrides` use lower-case environment names (`dify_api_key=`, `telegram_bot_token=`); every problem of
+    every section is reported together as one readable line (SettingsError).
+    """
+    sections = dict(sections or {})
+    split: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    core_overrides: dict[str, Any] = {}
+    for key, value in overrides.items():
+        owner = next(
+            (
+                name
+                for name, model in sections.items()
+                if model.prefix() and key.lower().startswith(model.prefix().lower())
+            ),
+            None,
+        )
+        if owner is None:
+            core_overrides[key] = value
+        else:
+            split[owner][key[len(sections[owner].prefix()) :].lower()] = value
+    problems: list[str] = []
+    core: Settings | None = None
+    loaded: dict[str, SettingsSection] = {}
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        core = Settings(_env_file=env_file, **core_overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
-        raise SettingsError("; ".join(_describe(dict(error)) for error in exc.errors())) from None
+        problems.extend(_describe(Settings, "", dict(error)) for error in exc.errors())
+    for name, model in sections.items():
+        try:
+            loaded[name] = model(_env_file=env_file, **split[name])  # type: ignore[call-arg]
+        except ValidationError as exc:
+            problems.extend(_describe(model, model.prefix(), dict(error)) for error in exc.errors())
+    if problems or core is None:
+        raise SettingsError("; ".join(problems))
+    return Config(core=core, sections=loaded)
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Core's settings alone (no front door sections), raising SettingsError with one readable line."""
+    return load_config(env_file, None, **overrides).core

@@ -86,3 +86,14 @@ def from_bot_error(error: BotError) -> ApiError:
     """The HTTP error for an answer that failed before any text was sent; the message is the friendly one."""
     mapping = next((found for cls, found in _BY_ERROR if isinstance(error, cls)), _FALLBACK)
     return ApiError(mapping.status, friendly_error(error), type=mapping.type, code=mapping.code, retry=mapping.retry)
+
+
+def shutting_down() -> ApiError:
+    """A new completion while this process stops taking work; the caller should retry (another replica)."""
+    return ApiError(
+        503,
+        "The service is restarting. Please retry in a moment.",
+        type="server_error",
+        code="service_unavailable",
+        retry=True,
+    )

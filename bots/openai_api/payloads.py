@@ -26,9 +26,13 @@ class Completion:
 
 
 def usage_body(usage: Usage | None) -> dict[str, int]:
-    """Dify reports one total; the split into prompt and completion is unknown, so those are 0."""
-    total = usage.total_tokens if usage is not None else 0
-    return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": total}
+    """Dify's counts; runs that report only a total (workflows) have 0 prompt and completion tokens."""
+    usage = usage or Usage()
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
 
 
 def completion_body(meta: Completion, content: str, usage: Usage | None) -> dict[str, Any]:

@@ -1,23 +1,27 @@
-"""One Dify answer relayed as an OpenAI response: a chat.completion body, or a chat.completion.chunk stream."""
+"""One answer relayed as an OpenAI response: answer sinks for a chat.completion body and a chunk stream."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import AsyncIterable, Callable
 
 from aiohttp import web
 
-from bots.openai_api.errors import from_bot_error
+from bots.openai_api.errors import ApiError, from_bot_error
+from bots.openai_api.feed import Feed
 from bots.openai_api.payloads import DONE_FRAME, Completion, chunk_body, completion_body, sse_frame
-from core.answer import Done, Failed, ReplyEvent, TextDelta, TextReplace, Usage
+from core.answer import Done, Failed, ReplyEvent, TextDelta, TextReplace
 from core.dify.errors import DifyProtocolError
 from core.errors import BotError
+from core.render.renderer import RenderStats
 from core.service import ReplyStream
 from core.texts import friendly_error
 
 log = logging.getLogger(__name__)
 
-_NO_OUTCOME = "the answer ended without an outcome"
+NO_OUTCOME = "the answer ended without an outcome"
 
 
 class ClientGone(Exception):
@@ -39,43 +43,155 @@ def _answer_after(event: ReplyEvent, answer: str) -> str:
     return answer
 
 
-async def _stop(stream: ReplyStream) -> None:
-    """Stop the Dify task behind an answer nobody is waiting for any more (best effort)."""
-    try:
-        await stream.stop()
-    except Exception as exc:  # the answer is abandoned either way
-        log.warning("could not stop task %s: %r", stream.task_id, exc)
+class AnswerRelay:
+    """An `AnswerSink` for one HTTP request: stats, interrupts, and stopping Dify's task nobody waits for."""
 
-
-async def relay_completion(request: web.Request, stream: ReplyStream, meta: Completion) -> web.StreamResponse:
-    """`stream: false`: wait for the outcome; a failure is an HTTP error even if some text had arrived."""
-    try:
-        async for event in stream:
-            if _gone(request):
-                raise ClientGone
-            if isinstance(event, Failed):
-                raise from_bot_error(event.error)
-            if isinstance(event, Done):
-                return web.json_response(completion_body(meta, event.answer, event.usage))
-        raise from_bot_error(DifyProtocolError(_NO_OUTCOME))
-    except (ClientGone, asyncio.CancelledError) as exc:
-        log.info("the caller of %s went away; stopping its answer", meta.id)
-        await asyncio.shield(_stop(stream))
-        if isinstance(exc, asyncio.CancelledError):
-            raise
-        return web.Response()  # nobody reads it
-
-
-class _ChunkWriter:
-    """The SSE response of one completion; its headers go out with the first text or the outcome."""
-
-    def __init__(self, request: web.Request, meta: Completion) -> None:
+    def __init__(
+        self,
+        request: web.Request,
+        stream: ReplyStream,
+        meta: Completion,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._request = request
+        self._stream = stream
         self._meta = meta
-        self.response: web.StreamResponse | None = None
+        self._clock = clock
+        self.stats = RenderStats()
+        self._feed: Feed | None = None
+        self._interruption: BotError | None = None
+        self._error: ApiError | None = None
+        self._response: web.StreamResponse | None = None
+
+    def response(self) -> web.StreamResponse:
+        """What the handler returns once `render` is done; raises the HTTP error of a failure before any text."""
+        if self._error is not None:
+            raise self._error
+        return self._response if self._response is not None else web.Response()  # nobody reads it
+
+    def interrupt(self, error: BotError) -> None:
+        """End the response now (shutdown), even while Dify is silent; Dify's task is stopped too."""
+        if self._interruption is not None or self.stats.outcome != "pending":
+            return
+        self._interruption = error
+        if self._feed is not None:
+            self._feed.interrupt()
+
+    async def render(self, events: AsyncIterable[ReplyEvent]) -> RenderStats:
+        self.stats.started_at = self._clock()
+        feed = self._feed = Feed(events)
+        if self._interruption is not None:
+            feed.interrupt()
+        try:
+            await self._relay(feed)
+            if self.stats.final_at is None:
+                self.stats.final_at = self._clock()  # an error response is the answer's final frame
+        except (ClientGone, ConnectionError):
+            log.info("the caller of %s went away; stopping its answer", self._meta.id)
+            self.stats.outcome = "blocked"  # like a chat that blocked the bot: the answer cannot be delivered
+            await self._stop_source()
+        except asyncio.CancelledError:
+            log.info("the request for %s was cancelled; stopping its answer", self._meta.id)
+            await asyncio.shield(self._stop_source())
+            raise
+        finally:
+            await feed.close()
+        return self.stats
+
+    async def _relay(self, feed: Feed) -> None:
+        raise NotImplementedError
+
+    async def _stop_source(self) -> None:
+        """Stop the Dify task behind an answer that will not be read to the end (best effort)."""
+        try:
+            await self._stream.stop()
+        except Exception as exc:  # the answer is over either way
+            log.warning("could not stop task %s: %r", self._stream.task_id, exc)
+
+    def _settle(self, outcome: str, error: BotError | None = None) -> None:
+        self.stats.outcome = outcome
+        self.stats.error = error
+
+    def _check_caller(self) -> None:
+        if _gone(self._request):
+            raise ClientGone
+
+
+class CompletionRelay(AnswerRelay):
+    """`stream: false`: one chat.completion body; any failure is an HTTP error, even after some text."""
+
+    async def _relay(self, feed: Feed) -> None:
+        while (event := await feed.next()) is not None:
+            self._check_caller()
+            if isinstance(event, Failed):
+                self._settle("failed", event.error)
+                self._error = from_bot_error(event.error)
+                return
+            if isinstance(event, Done):
+                self._settle("done")
+                self._response = web.json_response(completion_body(self._meta, event.answer, event.usage))
+                now = self._clock()
+                self.stats.first_text_at = now if event.answer.strip() else None
+                self.stats.final_at = now
+                self.stats.sends = 1
+                return
+        if self._interruption is not None:
+            self._settle("interrupted", self._interruption)
+            self._error = from_bot_error(self._interruption)
+            await self._stop_source()
+            return
+        error = DifyProtocolError(NO_OUTCOME)
+        self._settle("failed", error)
+        self._error = from_bot_error(error)
+
+
+class ChunkRelay(AnswerRelay):
+    """`stream: true`: chat.completion.chunk frames as text comes. Sent text cannot be taken back."""
+
+    async def _relay(self, feed: Feed) -> None:
+        sent = answer = ""
+        while (event := await feed.next()) is not None:
+            self._check_caller()
+            if isinstance(event, Failed):
+                await self._fail(event.error)
+                return
+            answer = _answer_after(event, answer)
+            if len(answer) > len(sent) and answer.startswith(sent):
+                await self._send(chunk_body(self._meta, {"content": answer[len(sent) :]}))
+                sent = answer
+                if self.stats.first_text_at is None and sent.strip():
+                    self.stats.first_text_at = self._clock()
+            if isinstance(event, Done):
+                self._settle("done")
+                await self._finish(chunk_body(self._meta, {}, finish_reason="stop", usage=event.usage))
+                return
+        if self._interruption is not None:
+            await self._interrupted(self._interruption, after_text=bool(sent))
+            return
+        await self._fail(DifyProtocolError(NO_OUTCOME))
+
+    async def _fail(self, error: BotError) -> None:
+        self._settle("failed", error)
+        if self._response is None:
+            self._error = from_bot_error(error)  # nothing sent yet: a proper HTTP error
+            return
+        log.info("answer %s failed after it began streaming: %r", self._meta.id, error)
+        # The official clients raise APIError on an `error` frame; the message is the friendly sentence.
+        await self._finish(from_bot_error(error).body())
+
+    async def _interrupted(self, error: BotError, *, after_text: bool) -> None:
+        self._settle("interrupted", error)
+        if self._response is None:
+            self._error = from_bot_error(error)
+        else:
+            line = ("\n\n" if after_text else "") + friendly_error(error)
+            await self._finish(chunk_body(self._meta, {"content": line}, finish_reason="stop"))
+        await self._stop_source()
 
     async def _send(self, body: dict[str, object]) -> None:
-        if self.response is None:
+        """One frame; the headers and the role chunk go out with the first one."""
+        if self._response is None:
             response = web.StreamResponse(
                 headers={
                     "Content-Type": "text/event-stream; charset=utf-8",
@@ -84,49 +200,15 @@ class _ChunkWriter:
                 }
             )
             await response.prepare(self._request)
-            self.response = response
+            self._response = response
             await response.write(sse_frame(chunk_body(self._meta, {"role": "assistant", "content": ""})))
-        await self.response.write(sse_frame(body))
+            self.stats.sends += 1
+        await self._response.write(sse_frame(body))
+        self.stats.sends += 1
 
-    async def text(self, text: str) -> None:
-        await self._send(chunk_body(self._meta, {"content": text}))
-
-    async def finish(self, reason: str, *, usage: Usage | None = None, content: str = "") -> web.StreamResponse:
-        delta = {"content": content} if content else {}
-        await self._send(chunk_body(self._meta, delta, finish_reason=reason, usage=usage))
-        assert self.response is not None
-        await self.response.write(DONE_FRAME)
-        await self.response.write_eof()
-        return self.response
-
-
-async def relay_stream(request: web.Request, stream: ReplyStream, meta: Completion) -> web.StreamResponse:
-    """`stream: true`: text as it comes. Sent text cannot be taken back, so only what extends it is sent."""
-    out = _ChunkWriter(request, meta)
-    sent = answer = ""
-
-    async def fail(error: BotError) -> web.StreamResponse:
-        if out.response is None:
-            raise from_bot_error(error)  # nothing sent yet: a proper HTTP error
-        log.info("answer %s failed after it began streaming: %r", meta.id, error)
-        return await out.finish("error", content=("\n\n" if sent else "") + friendly_error(error))
-
-    try:
-        async for event in stream:
-            if _gone(request):
-                raise ClientGone
-            if isinstance(event, Failed):
-                return await fail(event.error)
-            answer = _answer_after(event, answer)
-            if len(answer) > len(sent) and answer.startswith(sent):
-                await out.text(answer[len(sent) :])
-                sent = answer
-            if isinstance(event, Done):
-                return await out.finish("stop", usage=event.usage)
-        return await fail(DifyProtocolError(_NO_OUTCOME))
-    except (ClientGone, ConnectionError, asyncio.CancelledError) as exc:
-        log.info("the caller of %s went away; stopping its answer", meta.id)
-        await asyncio.shield(_stop(stream))
-        if isinstance(exc, asyncio.CancelledError):
-            raise
-        return out.response or web.Response()  # nobody reads it
+    async def _finish(self, body: dict[str, object]) -> None:
+        await self._send(body)
+        assert self._response is not None
+        await self._response.write(DONE_FRAME)
+        await self._response.write_eof()
+        self.stats.final_at = self._clock()

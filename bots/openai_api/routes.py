@@ -1,4 +1,4 @@
-"""OpenAIApi: the /v1 routes, their bearer-key check, and how a request becomes one Dify answer."""
+"""OpenAIApi: the /v1 routes, their bearer-key check, and how a request becomes one answer of the pipeline."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from typing import Any
 
 from aiohttp import web
 
-from bots.openai_api.errors import ApiError, from_bot_error, invalid_api_key, invalid_request
+from bots.openai_api.errors import ApiError, from_bot_error, invalid_api_key, invalid_request, shutting_down
 from bots.openai_api.payloads import Completion
-from bots.openai_api.relay import relay_completion, relay_stream
+from bots.openai_api.relay import AnswerRelay, ChunkRelay, CompletionRelay
 from bots.openai_api.schema import Prompt, parse_request, prompt_of
+from core.answering import AnswerPipeline
 from core.conversations import ChatKey
 from core.dify.errors import DifyError
 from core.errors import BotError
-from core.service import ChatService
+from core.service import ReplyStream
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +52,31 @@ def images_enabled(parameters: Mapping[str, Any]) -> bool:
 
 
 class OpenAIApi:
-    """`POST /v1/chat/completions`, `GET /v1/models` and `DELETE /v1/conversations/{user}` over a ChatService."""
+    """`POST /v1/chat/completions`, `GET /v1/models` and `DELETE /v1/conversations/{user}` over the pipeline."""
 
     def __init__(
         self,
         *,
-        service: ChatService,
+        pipeline: AnswerPipeline,
         keys: Sequence[str],
         model: str = "dify",
         system_input: str = "system_prompt",
         system_prefix: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._service = service
+        self._pipeline = pipeline
+        self._service = pipeline.service
         self._keys = tuple(key.encode() for key in keys if key)  # an empty key would accept "Bearer "
         self._model = model
         self._system_input = system_input
         self._system_prefix = system_prefix
         self._clock = clock
         self._images: bool | None = None
+        self._accepting = True
+
+    def stop_intake(self) -> None:
+        """New completions get 503 (shutdown); answers in flight go on."""
+        self._accepting = False
 
     def register(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._guard(self._chat_completions))
@@ -127,6 +134,8 @@ class OpenAIApi:
         return web.json_response({"id": conversation, "object": "conversation.deleted", "deleted": deleted})
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        if not self._accepting:
+            raise shutting_down()
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -145,10 +154,15 @@ class OpenAIApi:
         try:
             query, inputs = await self._query_and_inputs(prompt, chat, new=one_off)
             files = await self._files(prompt.images)
-            async with self._service.reply(chat, query, inputs=inputs, files=files) as stream:
-                if body.stream:
-                    return await relay_stream(request, stream, meta)
-                return await relay_completion(request, stream, meta)
+            relays: list[AnswerRelay] = []
+
+            def sink(stream: ReplyStream) -> AnswerRelay:
+                relay = (ChunkRelay if body.stream else CompletionRelay)(request, stream, meta)
+                relays.append(relay)
+                return relay
+
+            await self._pipeline.answer(chat=chat, text=query, sink=sink, inputs=inputs, files=files)
+            return relays[0].response()
         finally:
             if one_off:
                 await self._forget(chat)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.conversations import ChatKey, ConversationStore
+from core.keys import RedisKeys
 
 MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
 RESET_WORDS = frozenset({"reset", "/reset", "new", "start over", "重置"})
@@ -57,11 +58,11 @@ def is_reset(query: str) -> bool:
 
 
 def channel_generation_name(team: str, channel: str) -> str:
-    return f"slack:{team}:{channel}"
+    return RedisKeys.part("slack", team, channel)
 
 
 def thread_flag_name(message: SlackMessage) -> str:
-    return f"slack-dm-thread:{message.team}:{message.channel}:{message.root_ts}"
+    return RedisKeys.part("slack-dm-thread", message.team, message.channel, message.root_ts)
 
 
 async def chat_key(store: ConversationStore, message: SlackMessage, *, mentioned: bool) -> ChatKey:

@@ -12,27 +12,31 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.answers import ActiveAnswers, render_tracked
 from bots.slack.addressing import SlackMessage, channel_generation_name, chat_key, is_reset, query_of
 from bots.slack.budgets import SlackBudgets
+from bots.slack.failures import on_error
 from bots.slack.surface import NativeStreamSurface, UpdateSurface
+from core.answering import AnswerPipeline
 from core.conversations import ConversationStore
 from core.errors import BotError, StoreUnavailable
-from core.logs import log_context
-from core.render.renderer import RenderStats, StreamRenderer
+from core.keys import RedisKeys
+from core.render.renderer import StreamRenderer
 from core.render.surface import MessageSurface
 from core.render.throttle import Throttle, TokenBucket
-from core.service import ChatService
+from core.service import ReplyStream
 from core.texts import friendly_error, text
 
 log = logging.getLogger(__name__)
+
+# Slack sends these as strings; anything else is a malformed event, ignored rather than stringified.
+MESSAGE_FIELDS = ("channel", "user", "text", "ts", "thread_ts", "team")
 
 
 @dataclass(slots=True)
 class SlackContext:
     """Everything the listeners need, passed in by the composition root."""
 
-    service: ChatService
+    pipeline: AnswerPipeline
     store: ConversationStore
     streaming: str = "auto"  # auto | native | update
     update_interval: float = 1.0
@@ -41,8 +45,6 @@ class SlackContext:
     status_delay: float = 1.0
     budgets: SlackBudgets = field(default_factory=SlackBudgets)
     no_native: set[str] = field(default_factory=set)  # workspaces where native streaming was refused
-    active: ActiveAnswers = field(default_factory=dict)
-    on_answer: Callable[[RenderStats], Awaitable[None]] | None = None
 
     def allowed(self, message: SlackMessage) -> bool:
         if not self.allowed_channels and not self.allowed_users:
@@ -68,6 +70,8 @@ async def ignore_repeats(
 
 
 def register(app: AsyncApp, ctx: SlackContext) -> None:
+    app.error(on_error)
+
     async def dedupe(body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
         return await ignore_repeats(ctx, body, next)
 
@@ -110,12 +114,16 @@ async def handle_message(
     bot_user_id: str | None,
     mentioned: bool,
 ) -> None:
+    malformed = [name for name in MESSAGE_FIELDS if event.get(name) is not None and not isinstance(event[name], str)]
+    if malformed:
+        log.warning("slack: ignored a malformed %s event (not a string: %s)", event.get("type"), ", ".join(malformed))
+        return
     message = SlackMessage.from_event(event, team=team)
     if not message.channel or not message.ts or event.get("bot_id"):
         return
     try:
         # app_mention and message.im can both carry a DM that mentions the bot: answer the message once.
-        if not await ctx.store.first_delivery("slack-message", f"{message.channel}:{message.ts}"):
+        if not await ctx.store.first_delivery("slack-message", RedisKeys.part(message.channel, message.ts)):
             return
     except StoreUnavailable as exc:
         log.warning("cannot de-duplicate slack message: %r", exc)
@@ -126,7 +134,7 @@ async def handle_message(
     try:
         key = await chat_key(ctx.store, message, mentioned=mentioned)
         if is_reset(query):
-            await ctx.service.reset(key)
+            await ctx.pipeline.service.reset(key)
             await _reply(client, message, text("reset_done"))
             return
     except BotError as exc:
@@ -139,35 +147,19 @@ async def handle_message(
 
 
 async def answer(ctx: SlackContext, client: AsyncWebClient, message: SlackMessage, *, key: Any, query: str) -> None:
-    with log_context(platform="slack", chat_id=f"{message.channel}/{message.root_ts}"):
-        await _stream_answer(ctx, client, message, key=key, query=query)
-
-
-async def _stream_answer(
-    ctx: SlackContext, client: AsyncWebClient, message: SlackMessage, *, key: Any, query: str
-) -> None:
+    """Stream Dify's answer to `query` into the message's thread."""
     surface = _surface(ctx, client, message)
     throttle = Throttle(ctx.update_interval)  # per message; the workspace's budgets are kept by the surface
-    async with ctx.service.reply(key, query) as stream:
-        renderer = StreamRenderer(surface, throttle=throttle, status_delay=ctx.status_delay, stop_source=stream.stop)
-        stats = await render_tracked(renderer, stream, ctx.active)
+
+    def renderer(stream: ReplyStream) -> StreamRenderer:
+        return StreamRenderer(surface, throttle=throttle, status_delay=ctx.status_delay, stop_source=stream.stop)
+
+    await ctx.pipeline.answer(chat=key, text=query, sink=renderer, where=f"{message.channel}/{message.root_ts}")
     if isinstance(surface, NativeStreamSurface) and surface.native_failed and ctx.streaming == "auto":
         log.info(
             "native streaming unavailable in %s (%s); using chat.update there", message.team, surface.native_failed
         )
         ctx.no_native.add(message.team)
-    log.info(
-        "answered slack %s/%s: %s, %d sends, %d edits, %d rate-limited",
-        message.channel,
-        message.root_ts,
-        stats.outcome,
-        stats.sends,
-        stats.edits,
-        stats.rate_limited,
-        extra={"platform": "slack", "chat_id": message.channel, "task_id": stream.task_id},
-    )
-    if ctx.on_answer is not None:
-        await ctx.on_answer(stats)
 
 
 def _surface(ctx: SlackContext, client: AsyncWebClient, message: SlackMessage) -> MessageSurface:

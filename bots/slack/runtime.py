@@ -5,25 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bots.front_door import ApiCallRecorder, DoorServices
 from bots.slack.handlers import SlackContext, register
+from bots.slack.intake import Rejected, bolt_request, is_signed
+from bots.slack.settings import SlackSettings
+from core.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-
-
-ApiCallRecorder = Callable[[str, str], None]
 
 
 class RecordingWebClient(AsyncWebClient):
@@ -45,8 +45,37 @@ class RecordingWebClient(AsyncWebClient):
         return response
 
 
+def create_door(section: SlackSettings, services: DoorServices) -> SlackBot:
+    """The Slack front door for these settings (the plug-in's factory)."""
+    assert section.bot_token is not None
+    secret, app_token = section.signing_secret, section.app_token
+    if app_token is None and secret is None:
+        raise SettingsError(
+            "SLACK_SIGNING_SECRET is not set; expected the Slack app's signing secret (HTTP mode), "
+            "or set SLACK_APP_TOKEN for Socket Mode"
+        )
+    context = SlackContext(
+        pipeline=services.pipeline,
+        store=services.core.store,
+        streaming=section.streaming,
+        update_interval=section.update_interval,
+        allowed_channels=section.allowed_channels,
+        allowed_users=section.allowed_users,
+    )
+    for name, value in services.tuning.items():
+        setattr(context, name, value)
+    return SlackBot(
+        token=section.bot_token.get_secret_value(),
+        api_base=section.api_base,
+        context=context,
+        signing_secret=secret.get_secret_value() if secret else None,
+        app_token=app_token.get_secret_value() if app_token else None,
+        on_api_call=services.record_api_call,
+    )
+
+
 class SlackBot:
-    """One Slack app. `async with` checks the token (auth.test); then mount HTTP routes or start Socket Mode."""
+    """The Slack front door. `async with` checks the token (auth.test); then mount HTTP routes or start Socket Mode."""
 
     def __init__(
         self,
@@ -62,11 +91,15 @@ class SlackBot:
         self.client = RecordingWebClient(token=token, base_url=base_url, record=on_api_call)
         self.context = context
         self.app_token = app_token
+        # Socket Mode requests are not signed; HTTP mode needs the secret (checked by the composition root).
+        self.signing_secret = signing_secret or "socket-mode-unused"
         self.app = AsyncApp(
             client=self.client,
-            # Socket Mode requests are not signed; HTTP mode needs the secret (checked by the composition root).
-            signing_secret=signing_secret or "socket-mode-unused",
+            signing_secret=self.signing_secret,
             process_before_response=False,
+            # Requests no listener takes reach the error handler, which acknowledges them in one log line
+            # (bolt's default is a 404 and a multi-line hint).
+            raise_error_for_unhandled_request=True,
         )
         register(self.app, context)
         self._socket: Any = None
@@ -83,13 +116,37 @@ class SlackBot:
         await self.stop()
 
     def mount(self, web_app: web.Application) -> None:
-        """HTTP mode: Slack posts events and slash commands to /slack/events; bolt verifies signatures."""
+        """HTTP mode: Slack posts events and slash commands to /slack/events.
+
+        The signature is checked first (401), then the body: one bolt cannot read gets 400, an event_callback
+        without an event object 200, both in one log line; everything else goes to bolt."""
+        if self.app_token:
+            return
 
         async def events(request: web.Request) -> web.Response:
-            bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
-            return await to_aiohttp_response(bolt_response)
+            raw = await request.read()
+            timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+            signature = request.headers.get("X-Slack-Signature", "")
+            if not is_signed(self.signing_secret, raw, timestamp=timestamp, signature=signature):
+                log.info("slack: refused a request without a valid signature")
+                return web.json_response({"error": "invalid request"}, status=401)
+            try:
+                bolt = bolt_request(raw, query=request.query_string, headers=request.headers)
+            except Rejected as rejected:
+                log.warning("slack: answered %d to a signed request: %s", rejected.status, rejected.reason)
+                if rejected.status == 200:
+                    return web.Response(status=200)
+                return web.json_response({"error": "malformed request"}, status=rejected.status)
+            return await to_aiohttp_response(await self.app.async_dispatch(bolt))
 
         web_app.router.add_post(EVENTS_PATH, events)
+
+    async def start(self) -> None:
+        if self.app_token:
+            await self.start_socket_mode()
+
+    async def stop_intake(self) -> None:
+        await self.stop()
 
     async def start_socket_mode(self) -> None:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler

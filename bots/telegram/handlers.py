@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from bots.answers import ActiveAnswers, render_tracked
 from bots.telegram.addressing import GROUP_TYPES, addressed_query, chat_key, topic_of
 from bots.telegram.surface import TelegramSurface
+from core.answering import AnswerPipeline
 from core.errors import BotError
-from core.logs import log_context
 from core.render.renderer import RenderStats, StreamRenderer
 from core.render.surface import SurfaceError, SurfaceRateLimited
 from core.render.throttle import Clock, Sleep, ThrottleRegistry
-from core.service import ChatService
-from core.texts import Lang, language_for, text
+from core.service import ReplyStream
+from core.texts import Lang, friendly_error, language_for, text
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ COMMANDS = {
 class TelegramContext:
     """Everything the handlers need, passed in by the composition root."""
 
-    service: ChatService
+    pipeline: AnswerPipeline
     throttles: ThrottleRegistry
     private_interval: float = 1.0
     group_interval: float = 3.0
@@ -45,9 +43,7 @@ class TelegramContext:
     status_delay: float = 1.0
     clock: Clock | None = None
     sleep: Sleep | None = None
-    on_answer: Callable[[RenderStats], Awaitable[None]] | None = None
     opening_statement: str | None = None
-    active: ActiveAnswers = field(default_factory=dict)
 
     def interval(self, chat_type: str) -> float:
         return self.group_interval if chat_type in GROUP_TYPES else self.private_interval
@@ -103,10 +99,8 @@ def build_router(ctx: TelegramContext) -> Router:
             await _say(ctx, bot, message, text("not_allowed", _lang(message)))
             return
         try:
-            existed = await ctx.service.reset(chat_key(message, bot_id=bot.id))
+            existed = await ctx.pipeline.service.reset(chat_key(message, bot_id=bot.id))
         except BotError as exc:
-            from core.texts import friendly_error
-
             await _say(ctx, bot, message, friendly_error(exc, _lang(message)))
             return
         await _say(ctx, bot, message, text("reset_done" if existed else "reset_empty", _lang(message)))
@@ -146,45 +140,22 @@ async def answer(ctx: TelegramContext, bot: Bot, message: Message, query: str) -
     """Stream Dify's answer to `query` into the chat as a reply to `message`."""
     surface = TelegramSurface(bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id)
     throttle = ctx.throttles.get(message.chat.id, ctx.interval(message.chat.type))
-    extra: dict[str, Any] = {}
+    timing: dict[str, Any] = {}
     if ctx.clock is not None:
-        extra["clock"] = ctx.clock
+        timing["clock"] = ctx.clock
     if ctx.sleep is not None:
-        extra["sleep"] = ctx.sleep
-    with log_context(platform="telegram", chat_id=message.chat.id):
-        return await _stream_answer(
-            ctx, message, query, surface=surface, throttle=throttle, extra=extra, key=chat_key(message, bot_id=bot.id)
-        )
+        timing["sleep"] = ctx.sleep
 
-
-async def _stream_answer(
-    ctx: TelegramContext,
-    message: Message,
-    query: str,
-    *,
-    surface: TelegramSurface,
-    throttle: Any,
-    extra: dict[str, Any],
-    key: Any,
-) -> RenderStats:
-    async with ctx.service.reply(key, query) as stream:
-        renderer = StreamRenderer(
+    def renderer(stream: ReplyStream) -> StreamRenderer:
+        return StreamRenderer(
             surface,
             throttle=throttle,
             lang=_lang(message),
             status_delay=ctx.status_delay,
             stop_source=stream.stop,
-            **extra,
+            **timing,
         )
-        stats = await render_tracked(renderer, stream, ctx.active)
-    log.info(
-        "answered chat %s: %s, %d sends, %d edits, %d rate-limited",
-        message.chat.id,
-        stats.outcome,
-        stats.sends,
-        stats.edits,
-        stats.rate_limited,
+
+    return await ctx.pipeline.answer(
+        chat=chat_key(message, bot_id=bot.id), text=query, sink=renderer, where=message.chat.id
     )
-    if ctx.on_answer is not None:
-        await ctx.on_answer(stats)
-    return stats

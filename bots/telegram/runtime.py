@@ -18,13 +18,18 @@ from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import BotCommand, TelegramObject, Update, User
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
+from bots.front_door import DoorServices
 from bots.ordering import ChatGate
+from bots.telegram.errors import handle_errors
 from bots.telegram.handlers import COMMANDS, TelegramContext, build_router
+from bots.telegram.settings import TelegramSettings
+from bots.telegram.webhook import CheckedRequestHandler
 from core.conversations import ConversationStore
 from core.errors import BotError, StoreUnavailable
+from core.keys import RedisKeys
+from core.render.throttle import ThrottleRegistry
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +67,33 @@ def open_bot(token: str, api_base: str) -> Bot:
     return Bot(token, session=session)
 
 
+def create_door(section: TelegramSettings, services: DoorServices) -> TelegramBot:
+    """The Telegram front door for these settings (the plug-in's factory)."""
+    assert section.bot_token is not None
+    context = TelegramContext(
+        pipeline=services.pipeline,
+        throttles=ThrottleRegistry(),
+        private_interval=section.private_interval,
+        group_interval=section.group_interval,
+        allowed_users=section.allowed_users,
+        allowed_chats=section.allowed_chats,
+    )
+    for name, value in services.tuning.items():
+        setattr(context, name, value)
+    secret = section.webhook_secret
+    return TelegramBot(
+        token=section.bot_token.get_secret_value(),
+        api_base=section.api_base,
+        store=services.core.store,
+        context=context,
+        webhook_url=section.webhook_url,
+        webhook_secret=secret.get_secret_value() if secret else None,
+        on_api_call=services.record_api_call,
+    )
+
+
 class TelegramBot:
-    """One Telegram bot. `async with` logs in (getMe) and registers commands; then poll or mount a webhook."""
+    """The Telegram front door: `async with` logs in and registers commands; `start()` polls or sets a webhook."""
 
     def __init__(
         self,
@@ -85,6 +115,7 @@ class TelegramBot:
         self.webhook_secret = webhook_secret
         self.dispatcher = Dispatcher()
         self.dispatcher.include_router(build_router(context))
+        handle_errors(self.dispatcher)
         self.dispatcher.update.outer_middleware(self._in_order_once)
         self._gate = ChatGate()
         self._polling: asyncio.Task[None] | None = None
@@ -98,7 +129,7 @@ class TelegramBot:
             log.warning("could not register commands: %s", exc.message)
         if self.context.opening_statement is None:
             try:
-                params = await self.context.service.dify.parameters()
+                params = await self.context.pipeline.service.dify.parameters()
                 self.context.opening_statement = str(params.get("opening_statement") or "") or None
             except BotError as exc:
                 log.warning("could not read the app's opening statement: %r", exc)
@@ -125,7 +156,7 @@ class TelegramBot:
 
     async def _once(self, handler: Handler, event: Update, data: dict[str, Any]) -> Any:
         try:
-            first = await self.store.first_delivery("telegram", f"{self.bot.id}:{event.update_id}")
+            first = await self.store.first_delivery("telegram", RedisKeys.part(self.bot.id, event.update_id))
         except StoreUnavailable as exc:
             log.warning("cannot de-duplicate update %s: %r", event.update_id, exc)
             first = True  # better a rare double answer than a lost message
@@ -133,6 +164,21 @@ class TelegramBot:
             log.info("update %s was already handled", event.update_id)
             return None
         return await handler(event, data)
+
+    # ---- front door -----------------------------------------------------------------------------
+
+    def mount(self, app: web.Application) -> None:
+        if self.webhook_url:
+            self.mount_webhook(app)
+
+    async def start(self) -> None:
+        if self.webhook_url:
+            await self.register_webhook()
+        else:
+            await self.start_polling()
+
+    async def stop_intake(self) -> None:
+        await self.stop_polling()
 
     # ---- transports -----------------------------------------------------------------------------
 
@@ -166,7 +212,7 @@ class TelegramBot:
 
     def mount_webhook(self, app: web.Application) -> None:
         """Serve Telegram's webhook on `app`; updates are answered at once and handled in the background."""
-        SimpleRequestHandler(
+        CheckedRequestHandler(
             dispatcher=self.dispatcher,
             bot=self.bot,
             secret_token=self.webhook_secret,

@@ -148,4 +148,10 @@ def _map_bad_request(reason: str) -> Exception:
         return SurfaceTooLong(reason)
     if "message to be replied not found" in reason:
         return SurfaceMessageGone(reason)
+    if any(sign in reason for sign in _NO_WAY_IN):
+        return SurfaceBlocked(reason)
     return SurfaceTransient(reason)
+
+
+# Bad Request answers that mean the bot cannot write to the chat at all: retrying never helps.
+_NO_WAY_IN = ("chat not found", "not enough rights", "have no rights", "chat_write_forbidden", "need administrator")

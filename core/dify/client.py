@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -95,7 +96,7 @@ class DifyClient:
     # ---- small JSON endpoints -------------------------------------------------------------------
 
     async def _request_json(self, method: str, path: str, *, body: Mapping[str, Any] | None = None) -> Any:
-        try:
+        with _transport_errors(f"{method} {path}"):
             async with self.session.request(
                 method, f"{self._base_url}{path}", json=body, headers=self._headers(), timeout=self._timeout
             ) as response:
@@ -104,12 +105,6 @@ class DifyClient:
                 if response.status == 204:
                     return None
                 return await response.json(content_type=None)
-        except DifyError:
-            raise
-        except TimeoutError as exc:
-            raise DifyTimeout(f"{method} {path} timed out") from exc
-        except (aiohttp.ClientError, json.JSONDecodeError) as exc:
-            raise DifyTransportError(f"{method} {path} failed: {type(exc).__name__}") from exc
 
     async def info(self) -> AppInfo:
         data = await self._request_json("GET", "/info")
@@ -172,17 +167,15 @@ class DifyClient:
     async def _open(self, path: str, body: Mapping[str, Any]) -> aiohttp.ClientResponse:
         """POST and return an open 200 event-stream response, retrying what is safe to retry."""
         attempt = 0
+        error: DifyError
         while True:
             try:
-                response = await self.session.post(
-                    f"{self._base_url}{path}", json=body, headers=self._headers(), timeout=self._timeout
-                )
-            except TimeoutError as exc:
-                error: DifyError = DifyTimeout(f"POST {path}: no answer within the timeout")
-                error.__cause__ = exc
-            except aiohttp.ClientError as exc:
-                error = DifyTransportError(f"POST {path}: {type(exc).__name__}: {exc}")
-                error.__cause__ = exc
+                with _transport_errors(f"POST {path}"):
+                    response = await self.session.post(
+                        f"{self._base_url}{path}", json=body, headers=self._headers(), timeout=self._timeout
+                    )
+            except DifyTransportError as exc:
+                error = exc
             else:
                 if response.status == 200:
                     return response
@@ -205,23 +198,31 @@ class DifyClient:
                 raise DifyProtocolError(f"POST {path} answered JSON instead of an event stream")
             decoder = SSEDecoder()
             try:
-                async for chunk in response.content.iter_any():
-                    for message in decoder.feed(chunk):
+                with _transport_errors(f"the stream of POST {path}"):
+                    async for chunk in response.content.iter_any():
+                        for message in decoder.feed(chunk):
+                            event = _event(message)
+                            if event is not None:
+                                yield event
+                    for message in decoder.flush():
                         event = _event(message)
                         if event is not None:
                             yield event
-                for message in decoder.flush():
-                    event = _event(message)
-                    if event is not None:
-                        yield event
-            except TimeoutError as exc:
-                raise DifyTimeout("the stream went silent") from exc
-            except aiohttp.ClientError as exc:
-                raise DifyTransportError(f"the stream broke: {type(exc).__name__}") from exc
             except SSEDecodeError as exc:
                 raise DifyProtocolError(f"malformed event stream: {exc}") from exc
         finally:
             response.close()
+
+
+@contextmanager
+def _transport_errors(what: str) -> Iterator[None]:
+    """Turn a failed, silent or garbled connection while doing `what` into DifyTimeout or DifyTransportError."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise DifyTimeout(f"{what}: nothing arrived within the timeout") from exc
+    except (aiohttp.ClientError, json.JSONDecodeError) as exc:
+        raise DifyTransportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _event(message: SSEMessage) -> StreamEvent | None:

@@ -7,13 +7,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
-from dataclasses import dataclass, field
 
 from core.answer import ContextReset, Done, Failed, Files, Progress, ReplyEvent, TextDelta, TextReplace
 from core.errors import BotError
-from core.render.split import split_markdown
+from core.render.layout import FrameLayout
+from core.render.messages import SentMessages
+from core.render.stats import RenderStats
 from core.render.surface import (
-    Handle,
     MessageSurface,
     SurfaceBlocked,
     SurfaceBusy,
@@ -26,34 +26,14 @@ from core.render.surface import (
 from core.render.throttle import Budget, Clock, Sleep
 from core.texts import Lang, friendly_error, progress_line, text
 
+__all__ = ["FINAL_ATTEMPTS", "FINAL_DEADLINE", "MAX_FINAL_PAUSE", "MAX_STRIKES", "RenderStats", "StreamRenderer"]
+
 log = logging.getLogger(__name__)
 
 MAX_STRIKES = 3
 FINAL_ATTEMPTS = 6  # failures other than "wait" answers (network, 5xx) before giving up a final frame
 FINAL_DEADLINE = 600.0  # seconds a final frame keeps waiting out rate limits
 MAX_FINAL_PAUSE = 120.0
-
-
-@dataclass(slots=True)
-class RenderStats:
-    """What one answer cost and how it went; used by metrics, tests and benchmarks."""
-
-    started_at: float = 0.0
-    sends: int = 0
-    edits: int = 0
-    rate_limited: int = 0
-    messages: int = 0
-    first_text_at: float | None = None
-    final_at: float | None = None
-    outcome: str = "pending"  # done | failed | blocked | interrupted
-    error: BotError | None = None
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Message:
-    handle: Handle
-    shown: tuple[str, bool]  # the markdown the platform last accepted for it, and whether it was final
 
 
 class StreamRenderer:
@@ -80,14 +60,8 @@ class StreamRenderer:
         self._clock = clock
         self._sleep = sleep
         self.stats = RenderStats()
-        self._text = ""  # whole answer (Markdown) so far
-        self._frozen: list[str] = []  # finished parts, one per message, already shown in full
-        self._messages: list[_Message] = []
-        self._status: str | None = None
-        self._notes: list[str] = []
-        self._text_frozen = ""  # the prefix of `_text` that the frozen parts show
-        self._carry = ""  # a code fence reopened at the top of the current part
-        self._final_text: str | None = None
+        self._frames = FrameLayout(surface, lang=lang)
+        self._sent = SentMessages()
         self._changed = asyncio.Event()
         self._has_text = asyncio.Event()
         self._finished = asyncio.Event()
@@ -97,7 +71,6 @@ class StreamRenderer:
         self._blocked = False
         self._interrupting = False
         self._reader: asyncio.Task[None] | None = None
-        self._limit = surface.limits.max_length
         self._placeholder = surface.limits.placeholder
         self._status_changed = asyncio.Event()
 
@@ -161,24 +134,25 @@ class StreamRenderer:
         self._changed.set()
 
     def _apply(self, event: ReplyEvent) -> None:
+        frames = self._frames
         if isinstance(event, TextDelta):
-            self._text += event.text
+            frames.text += event.text
         elif isinstance(event, TextReplace):
-            self._text = event.text
+            frames.text = event.text
         elif isinstance(event, Progress):
-            self._status = progress_line(event.kind, event.label, self._lang)
-            if not self._placeholder and not self._text.strip():
+            frames.status = progress_line(event.kind, event.label, self._lang)
+            if not self._placeholder and not frames.has_text:
                 self._status_changed.set()
         elif isinstance(event, Files):
             for file in event.files:
-                self._notes.append(f"[{file.type}]({file.url})")
+                frames.notes.append(f"[{file.type}]({file.url})")
         elif isinstance(event, ContextReset):
-            self._notes.append("_" + text("context_reset", self._lang) + "_")
+            frames.notes.append("_" + text("context_reset", self._lang) + "_")
         elif isinstance(event, Done):
             if event.stopped:
-                self._notes.append(text("stopped", self._lang))
+                frames.notes.append(text("stopped", self._lang))
             if event.paused:
-                self._notes.append(text("paused", self._lang))
+                frames.notes.append(text("paused", self._lang))
             self.stats.outcome = "done"
             self._finished.set()
         elif isinstance(event, Failed):
@@ -186,57 +160,14 @@ class StreamRenderer:
             self._finished.set()
         else:
             return
-        if self._text.strip():
+        if frames.has_text:
             self._has_text.set()
         self._changed.set()
 
     def _fail(self, error: BotError, *, outcome: str) -> None:
         self.stats.outcome = outcome
         self.stats.error = error
-        self._notes.append("⚠️ " + friendly_error(error, self._lang))
-
-    # ---- layout ---------------------------------------------------------------------------------
-
-    def _layout(self, answer: str, *, final: bool) -> list[str]:
-        """Every message of `answer` as it should look now; parts before the last are frozen."""
-        if not answer.startswith(self._text_frozen):
-            # The answer was replaced (moderation): lay everything out again from the start.
-            self._frozen.clear()
-            self._text_frozen, self._carry = "", ""
-        room = self._limit - (0 if final else self._surface.limits.cursor_length)
-        body = self._carry + answer[len(self._text_frozen) :]
-        while True:
-            cut = split_markdown(body, limit=room, measure=self._surface.measure)
-            if cut is None:
-                break
-            self._frozen.append(cut.head)
-            # The tail is a suffix of the answer, possibly after a reopened code fence.
-            reopen = _added_prefix(body, cut.tail)
-            rest = cut.tail[len(reopen) :]
-            self._text_frozen = answer[: len(answer) - len(rest)]
-            self._carry = reopen
-            body = cut.tail
-        return [*self._frozen, body]
-
-    def _final_parts(self) -> list[str]:
-        if self._final_text is None:
-            notes = "\n\n".join(self._notes)
-            body = self._text.rstrip()
-            if not body and not notes:
-                notes = text("empty_answer", self._lang)
-            self._final_text = f"{body}\n\n{notes}" if body and notes else (body or notes)
-        return self._layout(self._final_text, final=True)
-
-    def _interim_parts(self) -> list[str] | None:
-        if self._text.strip():
-            return self._layout(self._text, final=False)
-        if not self._placeholder:
-            return None
-        if self._status is not None:
-            return [self._status]
-        if not self._messages:
-            return [text("thinking", self._lang)]
-        return None
+        self._frames.notes.append("⚠️ " + friendly_error(error, self._lang))
 
     # ---- writing --------------------------------------------------------------------------------
 
@@ -251,9 +182,10 @@ class StreamRenderer:
             await self._wait(self._status_changed, self._typing_interval)
             if self._status_changed.is_set() and not self._finished.is_set():
                 self._status_changed.clear()
-                if self._status is not None and not self._text.strip():
+                status = self._frames.status
+                if status is not None and not self._frames.has_text:
                     with contextlib.suppress(Exception):
-                        await self._surface.status(self._status)
+                        await self._surface.status(status)
 
     async def _wait(self, event: asyncio.Event, limit: float | None) -> None:
         """Wait for `event` or the end of the answer, at most `limit` seconds."""
@@ -267,16 +199,17 @@ class StreamRenderer:
     async def _write_interim(self) -> None:
         """At most one operation per throttle slot, always with the latest text; never delays the final."""
         started = self._clock()
+        frames = self._frames
         while not self._finished.is_set() and not self._blocked:
-            if not self._messages and not self._text.strip() and not self._placeholder:
+            if not self._sent and not frames.has_text and not self._placeholder:
                 await self._wait(self._has_text, None)  # nothing to show in the chat before text
                 continue
-            if not self._messages and not self._text.strip():
+            if not self._sent and not frames.has_text:
                 waited = self._clock() - started
                 if waited < self._status_delay:
                     # Give Dify a moment to start talking before showing a status placeholder.
                     await self._wait(self._has_text, self._status_delay - waited)
-                    if not self._text.strip():
+                    if not frames.has_text:
                         continue
                 self._changed.set()  # text arrived, or it is time for the placeholder
             if not self._changed.is_set():
@@ -292,11 +225,11 @@ class StreamRenderer:
             if self._finished.is_set():
                 return  # the final frame supersedes any interim one
             self._changed.clear()
-            parts = self._interim_parts()
+            parts = frames.interim_parts(started=bool(self._sent))
             if parts is None:
                 continue
-            status_only = not self._text.strip()  # a status line is shown as is, without a cursor
-            index = self._first_difference(parts, final=status_only)
+            status_only = not frames.has_text  # a status line is shown as is, without a cursor
+            index = self._sent.first_difference(parts, final=status_only)
             if index is None:
                 continue
             if not self._throttle.try_take():
@@ -304,15 +237,15 @@ class StreamRenderer:
                 continue
             if not await self._apply_part(index, parts, final=status_only or index < len(parts) - 1):
                 self._changed.set()  # retry the frame at the next slot
-            elif self._first_difference(parts, final=status_only) is not None:
+            elif self._sent.first_difference(parts, final=status_only) is not None:
                 self._changed.set()  # a rollover needs a second operation
 
     async def _write_final(self) -> None:
         attempts = 0
         final_started = self._clock()
         while not self._blocked:
-            parts = self._final_parts()
-            index = self._first_difference(parts, final=True)
+            parts = self._frames.final_parts()
+            index = self._sent.first_difference(parts, final=True)
             if index is None:
                 break
             await self._throttle.take(self._sleep)
@@ -327,21 +260,12 @@ class StreamRenderer:
                     log.error("giving up on the final frame after %d attempts", attempts)
                     self.stats.outcome = "undelivered"
                     break
-        for extra in self._messages[len(parts) :]:
+        for handle in self._sent.handles_from(len(parts)):
             with contextlib.suppress(SurfaceError):
                 await self._throttle.take(self._sleep)
-                await self._surface.delete(extra.handle)
-        del self._messages[len(parts) :]
+                await self._surface.delete(handle)
+        self._sent.drop_from(len(parts))
         self.stats.final_at = self._clock()
-
-    def _first_difference(self, parts: list[str], *, final: bool) -> int | None:
-        """The first message that does not show what it should (parts before the last are final)."""
-        last = len(parts) - 1
-        for index, part in enumerate(parts):
-            wanted = (part, final or index < last)
-            if index >= len(self._messages) or self._messages[index].shown != wanted:
-                return index
-        return None
 
     async def _apply_part(self, index: int, parts: list[str], *, final: bool) -> bool:
         """Send or edit message `index` in the slot already taken; True when the platform took it."""
@@ -359,16 +283,14 @@ class StreamRenderer:
             self._rate_limited_last = True
             return False
         except SurfaceMessageGone:
-            gone = self._messages[index]
-            del self._messages[index:]  # continue in a new message
+            gone = self._sent.handle(index)
+            self._sent.drop_from(index)  # continue in a new message
             with contextlib.suppress(Exception):
-                await self._surface.delete(gone.handle)  # it may still show an interim frame
+                await self._surface.delete(gone)  # it may still show an interim frame
             return False
         except SurfaceTooLong:
-            self._limit = max(200, int(self._limit * 0.9))  # our measure was off: cut smaller
+            self._frames.shrink()
             self._cut_smaller = True
-            self._frozen.clear()
-            self._text_frozen, self._carry = "", ""
             return False
         except SurfaceBlocked:
             await self._block()
@@ -378,21 +300,21 @@ class StreamRenderer:
             if final:
                 await self._sleep(min(2.0, 0.25 * (1 + len(self.stats.errors))))
             return False
-        if self.stats.first_text_at is None and self._text.strip():
+        if self.stats.first_text_at is None and self._frames.has_text:
             self.stats.first_text_at = self._clock()
         return True
 
     async def _call_surface(self, index: int, part: str, *, final: bool) -> None:
         try:
-            if index < len(self._messages):
-                handle = await self._surface.edit(self._messages[index].handle, part, final=final)
-                self._messages[index] = _Message(handle=handle, shown=(part, final))
+            if index < len(self._sent):
+                handle = await self._surface.edit(self._sent.handle(index), part, final=final)
+                self._sent.replace(index, handle, part, final=final)
                 self.stats.edits += 1
             else:
                 handle = await self._surface.send(part, final=final)
-                self._messages.append(_Message(handle=handle, shown=(part, final)))
+                self._sent.append(handle, part, final=final)
                 self.stats.sends += 1
-                self.stats.messages = len(self._messages)
+                self.stats.messages = len(self._sent)
         finally:
             self._throttle.release()
 
@@ -406,13 +328,3 @@ class StreamRenderer:
         if self._stop_source is not None:
             with contextlib.suppress(Exception):
                 await self._stop_source()
-
-
-def _added_prefix(body: str, tail: str) -> str:
-    """The part of `tail` that is not text of `body` (a reopened code fence), usually ''."""
-    if body.endswith(tail):
-        return ""
-    for index in range(1, len(tail)):
-        if body.endswith(tail[index:]):
-            return tail[:index]
-    return tail

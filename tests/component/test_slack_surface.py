@@ -480,8 +480,8 @@ async def test_failed_answer_keeps_partial_text_and_says_why(
     [msg] = replies(fake)
     expected = partial.rstrip() + "\n\n⚠️ " + friendly_error(error)
     if native:
-        # The stream already ends with the partial text's trailing space: the note is appended to it.
-        assert fake.visible_text(CHANNEL, msg.ts) == partial + expected[len(partial.rstrip()) :]
+        # Trailing whitespace is held back from appends, so the stream shows exactly the final frame.
+        assert fake.visible_text(CHANNEL, msg.ts) == expected
         assert fake.count("chat.update") == 0
     else:
         assert fake.visible_text(CHANNEL, msg.ts) == expected

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from bots.app import BotService
-from core.settings import load_settings
+from bots.config import load
 from tests.e2e.telegram_harness import eventually
 from tests.fakes.dify import FakeDify
 from tests.fakes.slack import FakeSlack, event_body, signed_headers, slash_command_body
@@ -69,7 +69,7 @@ class SlackHarness:
         return status, json.loads(text) if text.startswith("{") else {"text": text}
 
     def idle(self) -> bool:
-        return not self.service.slack.context.active
+        return self.service.pipeline.in_flight() == 0
 
     async def thread_settled(self, channel: str, thread_ts: str, *, count: int = 1, timeout: float = 15.0) -> list[str]:
         def done() -> bool:
@@ -120,5 +120,5 @@ async def slack_bot(
         }
         values.update(settings)
         tuning = {"update_interval": 0.05, "status_delay": 0.3}
-        async with BotService(load_settings(None, **values), slack_tuning=tuning) as service:
+        async with BotService(load(None, **values), tuning={"slack": tuning}) as service:
             yield SlackHarness(dify=dify, slack=slack, service=service)

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 
 from bots.app import BotService
+from bots.config import load
 from bots.telegram.markdown import render_markdown
-from core.settings import load_settings
 from tests.fakes.dify import FakeDify
 from tests.fakes.telegram import FakeTelegram
 
@@ -73,9 +73,7 @@ class TelegramHarness:
         return self.telegram.visible_texts(chat_id)
 
     def idle(self) -> bool:
-        telegram = self.service.telegram
-        assert telegram is not None
-        return not telegram.context.active
+        return self.service.pipeline.in_flight() == 0
 
     async def settled(self, chat_id: int = 42, *, count: int = 1, timeout: float = 15.0) -> list[str]:
         """Wait until `count` bot messages exist in the chat, the last one final, and nothing is streaming."""
@@ -127,5 +125,5 @@ async def telegram_bot(
             "group_interval": 3.0 / SCALE,
             "status_delay": status_delay,
         }
-        async with BotService(load_settings(None, **values), telegram_tuning=tuning) as service:
+        async with BotService(load(None, **values), tuning={"telegram": tuning}) as service:
             yield TelegramHarness(dify=dify, telegram=telegram, service=service, webhook=webhook)

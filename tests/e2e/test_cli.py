@@ -140,3 +140,35 @@ async def test_check_verifies_platform_tokens(dify: FakeDify, tmp_path: Path) ->
         assert "FAIL  Telegram getMe: Telegram refused the token. Check TELEGRAM_BOT_TOKEN." in out
         assert "FAIL  Slack auth.test: Slack refused the token (invalid_auth). Check SLACK_BOT_TOKEN." in out
         assert "WRONG-TOKEN" not in out + err and "xoxb-wrong" not in out + err
+
+
+async def test_check_says_when_no_front_door_is_configured(dify: FakeDify, tmp_path: Path) -> None:
+    code, out, _ = await run_cli("check", env=cli_env(dify, tmp_path / "data"), cwd=tmp_path)
+    assert code == 0
+    assert "warn  front doors: none is configured" in out and "TELEGRAM_BOT_TOKEN" in out
+
+
+async def test_check_warns_about_a_half_configured_front_door(dify: FakeDify, tmp_path: Path) -> None:
+    env = cli_env(dify, tmp_path / "data", SLACK_APP_TOKEN="xapp-1-A1-123-abcdef")
+    code, out, err = await run_cli("check", env=env, cwd=tmp_path)
+    assert code == 0
+    assert "warn  slack: SLACK_APP_TOKEN set but SLACK_BOT_TOKEN is not: Slack stays off" in out
+    assert "xapp-1-A1-123-abcdef" not in out + err
+
+
+async def test_version_and_subcommand_help(tmp_path: Path) -> None:
+    code, out, _ = await run_cli("--version", env=dict(os.environ), cwd=tmp_path)
+    assert code == 0 and out.startswith("dify-bots 0.")
+    code, out, _ = await run_cli("run", "--help", env=dict(os.environ), cwd=tmp_path)
+    assert code == 0 and "SHUTDOWN_GRACE" in out and "--only" in out and "telegram, slack, openai" in out
+
+
+async def test_env_file_after_the_subcommand(dify: FakeDify, tmp_path: Path) -> None:
+    env = {k: v for k, v in cli_env(dify, tmp_path / "data").items() if k != "DIFY_API_KEY"}
+    settings = tmp_path / "bot.env"
+    settings.write_text(f"DIFY_API_KEY={dify.api_key}\n")
+    code, out, _ = await run_cli("check", "--env-file", str(settings), env=env, cwd=tmp_path)
+    assert code == 0 and "ok    Dify /info" in out
+    code, out, err = await run_cli("check", "--env-file", str(tmp_path / "missing.env"), env=env, cwd=tmp_path)
+    assert code == 2 and out == ""
+    assert err == f"dify-bots: invalid settings: the settings file {tmp_path / 'missing.env'} does not exist\n"

@@ -1,12 +1,10 @@
-"""OpenAI-compatible API end to end: the official openai client → OpenAIApi → ChatService → fake Dify."""
+"""OpenAI-compatible API end to end: the official openai client → OpenAIApi → AnswerPipeline → fake Dify."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,19 +12,24 @@ import openai
 import pytest
 from aiohttp import web
 
-from bots.openai_api import OpenAIApi
-from bots.openai_api.routes import chat_key
+from core.answering import AnswerReport
 from core.conversations import ConversationStore
-from core.dify.client import DifyClient
 from core.dify.errors import DifyAppBusy, DifyAuthError, DifyProviderError, DifyQuotaExceeded
 from core.errors import ConversationBusy
-from core.service import ChatService
 from core.texts import friendly_error
+from tests.e2e.openai_harness import (
+    KEY,
+    NOW,
+    OTHER_KEY,
+    Api,
+    eventually,
+    running_api,
+    sse_data,
+    stream_text,
+    user,
+)
 from tests.fakes.dify import USAGE, Answer, Events, FakeDify, HttpError, Reply, ReplyContext, StreamError, Transcript
 
-KEY = "sk-test-key-1"
-OTHER_KEY = "sk-test-key-2"
-NOW = 1_700_000_000.0
 QUOTA_TEXT = "You exceeded your current quota, please check your plan and billing details."
 
 
@@ -45,66 +48,6 @@ class ImageFakeDify(FakeDify):
         )
 
 
-@dataclass
-class Api:
-    dify: FakeDify
-    store: ConversationStore
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @asynccontextmanager
-    async def client(self, key: str = KEY) -> AsyncIterator[openai.AsyncOpenAI]:
-        async with openai.AsyncOpenAI(base_url=self.url, api_key=key, max_retries=0, timeout=20.0) as client:
-            yield client
-
-    async def raw(
-        self, method: str, path: str, *, body: Any = None, data: bytes | None = None, key: str | None = KEY
-    ) -> tuple[int, bytes, str]:
-        """One plain HTTP call: status, body and content type."""
-        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(method, f"{self.url}{path}", json=body, data=data, headers=headers) as response,
-        ):
-            return response.status, await response.read(), response.content_type
-
-    async def stored_conversations(self) -> list[str]:
-        keys: list[str] = await self.store.redis.keys(self.store.key(chat_key("*")))
-        return keys
-
-
-@asynccontextmanager
-async def running_api(
-    store: ConversationStore,
-    *,
-    dify: FakeDify | None = None,
-    keys: Sequence[str] = (KEY, OTHER_KEY),
-    lock_wait: float = 120.0,
-    **options: Any,
-) -> AsyncIterator[Api]:
-    async with (
-        dify or FakeDify() as fake,
-        DifyClient(base_url=fake.url, api_key=fake.api_key, retry_delays=(0, 0)) as client,
-    ):
-        service = ChatService(dify=client, store=store, lock_wait=lock_wait)
-        app = web.Application()
-        OpenAIApi(service=service, keys=keys, clock=lambda: NOW, **options).register(app)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            yield Api(dify=fake, store=store, port=int(runner.addresses[0][1]))
-        finally:
-            await runner.cleanup()
-        assert fake.server_errors == []
-
-
 @pytest.fixture
 async def api(store: ConversationStore) -> AsyncIterator[Api]:
     async with running_api(store) as running:
@@ -115,34 +58,6 @@ async def api(store: ConversationStore) -> AsyncIterator[Api]:
 async def client(api: Api) -> AsyncIterator[openai.AsyncOpenAI]:
     async with api.client() as opened:
         yield opened
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
-def sse_data(body: bytes) -> list[str]:
-    """The `data:` payloads of an SSE body, checking every frame is one data line and a blank line."""
-    frames = body.decode().split("\n\n")
-    assert frames[-1] == ""
-    payloads = []
-    for frame in frames[:-1]:
-        assert frame.startswith("data: ") and "\n" not in frame, frame
-        payloads.append(frame[len("data: ") :])
-    return payloads
-
-
-def user(text: str) -> dict[str, Any]:
-    return {"role": "user", "content": text}
-
-
-async def stream_text(client: openai.AsyncOpenAI, **kwargs: Any) -> tuple[str, list[Any]]:
-    stream = await client.chat.completions.create(model="dify", stream=True, **kwargs)
-    chunks = [chunk async for chunk in stream]
-    return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices), chunks
 
 
 # ---- answers ---------------------------------------------------------------------------------------
@@ -159,7 +74,11 @@ async def test_non_streaming_completion_is_the_answer(api: Api, client: openai.A
     assert completion.choices[0].message.content == "Refunds are accepted within 30 days of delivery."
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None
-    assert completion.usage.total_tokens == USAGE["total_tokens"]
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens, completion.usage.total_tokens) == (
+        USAGE["prompt_tokens"],
+        USAGE["completion_tokens"],
+        USAGE["total_tokens"],
+    )
     request = api.dify.chat_requests()[0]
     assert request["query"] == "How do refunds work?"
     assert request["response_mode"] == "streaming"
@@ -180,7 +99,8 @@ async def test_streaming_completion_streams_the_answer(api: Api, client: openai.
     assert [chunk.choices[0].finish_reason for chunk in chunks][-2:] == [None, "stop"]
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.total_tokens == USAGE["total_tokens"]
-    assert chunks[-1].usage.prompt_tokens == 0
+    assert chunks[-1].usage.prompt_tokens == USAGE["prompt_tokens"] == 512
+    assert chunks[-1].usage.completion_tokens == USAGE["completion_tokens"] == 12
 
 
 async def test_the_raw_stream_is_server_sent_events_ending_with_done(api: Api) -> None:
@@ -195,7 +115,7 @@ async def test_the_raw_stream_is_server_sent_events_ending_with_done(api: Api) -
     chunks = [json.loads(payload) for payload in payloads[:-1]]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
-    assert chunks[-1]["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 524}
+    assert chunks[-1]["usage"] == {"prompt_tokens": 512, "completion_tokens": 12, "total_tokens": 524}
 
 
 # ---- conversations ---------------------------------------------------------------------------------
@@ -346,28 +266,45 @@ async def test_a_replacement_cannot_unsend_streamed_text(api: Api, client: opena
 # ---- Dify errors -----------------------------------------------------------------------------------
 
 
-async def test_a_dify_error_mid_stream_ends_with_a_readable_error_chunk(api: Api, client: openai.AsyncOpenAI) -> None:
+async def test_a_dify_error_mid_stream_raises_an_api_error_with_the_friendly_sentence(
+    api: Api, client: openai.AsyncOpenAI
+) -> None:
     api.dify.script(StreamError("completion_request_error", "[openai] boom", after_text="The answer is"))
-    text, chunks = await stream_text(client, messages=[user("question")])
     sentence = friendly_error(DifyProviderError())
-    assert text == f"The answer is\n\n{sentence}"
-    assert "boom" not in text
-    assert chunks[-1].choices[0].finish_reason == "error"
-    assert chunks[-1].choices[0].delta.content == f"\n\n{sentence}"
+    stream = await client.chat.completions.create(model="dify", messages=[user("question")], stream=True)
+    chunks: list[Any] = []
+    with pytest.raises(openai.APIError) as caught:
+        async for chunk in stream:
+            chunks.append(chunk)
+    error = caught.value
+    assert not isinstance(error, openai.APIStatusError)  # the stream had begun: HTTP 200, then the error frame
+    assert error.message == sentence
+    assert error.body == {"message": sentence, "type": "server_error", "param": None, "code": "upstream_error"}
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == "The answer is"
+    assert [chunk.choices[0].finish_reason for chunk in chunks] == [None] * len(chunks)
+    assert len(chunks) >= 2  # the role chunk and the text before the error
 
 
-async def test_the_raw_error_stream_terminates_cleanly(api: Api) -> None:
+async def test_the_raw_error_stream_ends_with_an_error_frame_and_done(api: Api) -> None:
     api.dify.script(StreamError("completion_request_error", "[openai] boom", after_text="The answer is"))
-    status, body, _ = await api.raw(
+    status, body, content_type = await api.raw(
         "POST", "/chat/completions", body={"model": "dify", "messages": [user("q")], "stream": True}
     )
-    assert status == 200
+    assert (status, content_type) == (200, "text/event-stream")
     assert b"boom" not in body
     payloads = sse_data(body)
     assert payloads[-1] == "[DONE]"
-    last = json.loads(payloads[-2])
-    assert "error" not in last  # the official clients raise on a top-level `error` key
-    assert last["choices"][0]["finish_reason"] == "error"
+    assert json.loads(payloads[-2]) == {
+        "error": {
+            "message": friendly_error(DifyProviderError()),
+            "type": "server_error",
+            "param": None,
+            "code": "upstream_error",
+        }
+    }
+    chunks = [json.loads(payload) for payload in payloads[:-2]]
+    assert "".join(chunk["choices"][0]["delta"].get("content", "") for chunk in chunks) == "The answer is"
+    assert {chunk["choices"][0]["finish_reason"] for chunk in chunks} == {None}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming"])
@@ -440,6 +377,8 @@ async def test_a_busy_conversation_is_a_conflict(store: ConversationStore) -> No
 
 
 async def test_a_caller_that_goes_away_stops_the_dify_task(api: Api, client: openai.AsyncOpenAI) -> None:
+    reports: list[AnswerReport] = []
+    api.pipeline.observe(reports.append)
     api.dify.script(Answer("word " * 200, delay=0.05))
     async with aiohttp.ClientSession() as session:
         response = await session.post(
@@ -452,6 +391,8 @@ async def test_a_caller_that_goes_away_stops_the_dify_task(api: Api, client: ope
                 break
         response.close()
     await eventually(lambda: len(api.dify.stops) == 1)
+    await eventually(lambda: len(reports) == 1)
+    assert (reports[0].stats.outcome, reports[0].task_id) == ("blocked", api.dify.stops[0])
     # The conversation is free again: the next answer does not wait for the abandoned one.
     completion = await client.chat.completions.create(model="dify", messages=[user("next")], user="carol")
     assert completion.choices[0].message.content == "echo: next"

@@ -172,7 +172,7 @@ async def test_stream_expiry_mid_answer_finishes_correctly(redis_url: str, key_p
 
 async def test_injected_429s_lose_no_text(bot: SlackHarness) -> None:
     answer = " ".join(f"w{i}" for i in range(100))
-    method = "chat.appendStream" if bot.service.settings.slack_streaming == "native" else "chat.update"
+    method = "chat.appendStream" if bot.service.config.section("slack").streaming == "native" else "chat.update"
     bot.slack.fail_next(method, "ratelimited", count=2, retry_after=1)
     bot.dify.script(Answer(answer, chunks=chunks_of(answer, 10), delay=0.02))
     ts = bot.next_ts()

@@ -164,6 +164,7 @@ _FIXED_FAULTS: dict[str, tuple[int, str]] = {
     "server_error": (500, SERVER_ERROR),
     "forbidden": (403, FORBIDDEN_BLOCKED),
     "thread_not_found": (400, THREAD_NOT_FOUND),
+    "chat_not_found": (400, CHAT_NOT_FOUND),
 }
 
 

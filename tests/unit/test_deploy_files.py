@@ -12,12 +12,13 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from core.settings import Settings, load_settings
+from bots.config import load, setting_names
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
-SETTING_NAMES = frozenset(name.upper() for name in Settings.model_fields)
+SETTING_NAMES = frozenset(setting_names())
 SHUTDOWN_GRACE = Settings.model_fields["shutdown_grace"].default
 
 # Upper-case names with an underscore that appear in deploy/ but are not dify-bots settings.
@@ -267,7 +268,7 @@ def test_configmap_and_secret_hold_valid_settings(monkeypatch: pytest.MonkeyPatc
     for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
     values = {**config, **secret["stringData"]}
-    settings = load_settings(None, **{name.lower(): value for name, value in values.items()})
+    settings = load(None, **{name.lower(): value for name, value in values.items()}).core
     assert settings.redis_url == config["REDIS_URL"] and settings.http_port == 8080
 
 

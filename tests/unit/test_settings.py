@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import SettingsError, load_settings
+from bots.config import load, setting_names
+from core.settings import SettingsError
 
 
 @pytest.fixture(autouse=True)
@@ -25,20 +26,23 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIFY_API_KEY", "app-abc")
-    settings = load_settings(None)
+    config = load(None)
+    settings = config.core
     assert settings.dify_base_url == "https://api.dify.ai/v1"
     assert settings.conversation_ttl == 7 * 24 * 3600
     assert settings.redis_url is None and settings.data_dir == Path("data")
-    assert settings.telegram_bot_token is None and settings.http_port == 8080
+    assert config.section("telegram").bot_token is None and settings.http_port == 8080
+    assert config.section("telegram").private_interval == 1.0 and config.section("slack").streaming == "auto"
+    assert config.section("openai").model_name == "dify" and config.section("openai").api_keys == ()
 
 
 def test_env_file_is_read(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     env.write_text("DIFY_API_KEY=app-from-file\nTELEGRAM_ALLOWED_USERS=1, 2 ,3\nREDIS_URL=\n")
-    settings = load_settings(env)
-    assert settings.dify_api_key.get_secret_value() == "app-from-file"
-    assert settings.telegram_allowed_users == frozenset({1, 2, 3})
-    assert settings.redis_url is None
+    config = load(env)
+    assert config.core.dify_api_key.get_secret_value() == "app-from-file"
+    assert config.section("telegram").allowed_users == frozenset({1, 2, 3})
+    assert config.core.redis_url is None
 
 
 @pytest.mark.parametrize(
@@ -61,15 +65,15 @@ def test_errors_are_one_readable_line(monkeypatch: pytest.MonkeyPatch, env: dict
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as caught:
-        load_settings(None)
+        load(None)
     message = str(caught.value)
     assert expected in message
     assert "\n" not in message and "pydantic" not in message and "validation error" not in message
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
-    from core.settings import Settings
-
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme]
+    names = setting_names()
+    assert {"DIFY_API_KEY", "TELEGRAM_BOT_TOKEN", "SLACK_APP_TOKEN", "OPENAI_API_KEYS", "SHUTDOWN_GRACE"} <= set(names)
+    missing = [name for name in names if f"`{name}`" not in readme]
     assert missing == []

@@ -1,0 +1,89 @@
+"""UpdateSurface: one Slack answer as thread replies posted once and then rewritten with chat.update."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack.api import BudgetFor, SlackApi
+from bots.slack.errors import NETWORK_ERRORS, error_code, surface_error
+from core.render.surface import SurfaceLimits
+
+__all__ = ["CURSOR", "THINKING", "UPDATE_LIMITS", "UpdateSurface", "frame"]
+
+# chat.update with markdown_text takes 12,000 characters, but long messages get refused well before that
+# in practice: keep each message of the update path under 4k.
+UPDATE_LIMITS = SurfaceLimits(max_length=3900, cursor_length=2, placeholder=True)
+CURSOR = " ▌"
+THINKING = "is thinking…"
+
+
+def frame(markdown: str, final: bool) -> str:
+    """The message text for a frame: interim frames end with the typing cursor."""
+    return markdown if final else markdown + CURSOR
+
+
+class UpdateSurface:
+    """One answer as thread replies posted with chat.postMessage and rewritten with chat.update."""
+
+    limits = UPDATE_LIMITS
+
+    def __init__(
+        self, client: AsyncWebClient, *, channel: str, thread_ts: str, budget: BudgetFor | None = None
+    ) -> None:
+        self._slack = SlackApi(client, channel=channel, thread_ts=thread_ts, budget=budget)
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self._posted = False
+
+    @property
+    def calls(self) -> Counter[str]:
+        """Web API calls per method, failed ones included."""
+        return self._slack.calls
+
+    def count_calls_in(self, calls: Counter[str]) -> None:
+        """Add this surface's calls so far to `calls` and count every later one there too."""
+        calls.update(self._slack.calls)
+        self._slack.calls = calls
+
+    def measure(self, markdown: str) -> int:
+        return len(markdown)
+
+    async def send(self, markdown: str, *, final: bool) -> str:
+        self._slack.urgent = final
+        try:
+            ts = await self._slack.post(frame(markdown, final))
+        except (SlackApiError, *NETWORK_ERRORS) as exc:
+            raise surface_error(exc) from exc
+        self._posted = True
+        return ts
+
+    async def edit(self, handle: str, markdown: str, *, final: bool) -> str:
+        self._slack.urgent = final
+        try:
+            await self._slack.update(handle, frame(markdown, final))
+        except (SlackApiError, *NETWORK_ERRORS) as exc:
+            raise surface_error(exc) from exc
+        return handle
+
+    async def delete(self, handle: str) -> None:
+        try:
+            await self._slack.delete(handle)
+        except SlackApiError as exc:
+            if error_code(exc) != "message_not_found":  # already gone is what we wanted
+                raise surface_error(exc) from exc
+        except NETWORK_ERRORS as exc:
+            raise surface_error(exc) from exc
+
+    async def typing(self) -> None:
+        # Posting a reply clears the status; setting it again afterwards would leave it hanging under
+        # the finished answer, and the placeholder with its cursor shows progress from then on.
+        if not self._posted:
+            await self._slack.set_status(THINKING)
+
+    async def status(self, text: str) -> None:
+        """Progress lines normally go into the placeholder; shown as the thread status if asked."""
+        if not self._posted:
+            await self._slack.set_status(text)

@@ -1,0 +1,120 @@
+"""The one answer pipeline: every front door turns a user's message into a rendered answer through here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from core.answer import ReplyEvent
+from core.conversations import ChatKey
+from core.errors import BotError, Interrupted
+from core.logs import log_context
+from core.render.renderer import RenderStats
+from core.service import ChatService, ReplyStream
+
+log = logging.getLogger(__name__)
+
+INTERRUPT_WAIT = 30.0  # seconds interrupted answers get to write their last frame
+
+
+class AnswerSink(Protocol):
+    """Where an answer goes: a `StreamRenderer` on a chat surface, an HTTP chunk stream, a terminal."""
+
+    async def render(self, events: AsyncIterable[ReplyEvent]) -> RenderStats:
+        """Consume the answer's events; return once the user has its final frame."""
+        ...
+
+    def interrupt(self, error: BotError) -> None:
+        """Stop reading and finish with what was shown plus a line saying why (shutdown, stop)."""
+        ...
+
+
+SinkFactory = Callable[[ReplyStream], AnswerSink]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerReport:
+    """One finished answer, as observers (metrics, readiness) see it."""
+
+    platform: str
+    chat: ChatKey
+    task_id: str | None
+    stats: RenderStats
+
+
+Observer = Callable[[AnswerReport], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    platform: str
+    task: asyncio.Task[Any]
+
+
+class AnswerPipeline:
+    """Log context → `ChatService.reply` → the sink → in-flight registry → observers, for every front door."""
+
+    def __init__(self, service: ChatService) -> None:
+        self.service = service
+        self._observers: list[Observer] = []
+        self._active: dict[AnswerSink, _InFlight] = {}
+
+    def observe(self, observer: Observer) -> None:
+        """Call `observer` with the report of every answer that finishes."""
+        self._observers.append(observer)
+
+    def in_flight(self, platform: str | None = None) -> int:
+        return sum(1 for entry in self._active.values() if platform is None or entry.platform == platform)
+
+    async def answer(
+        self,
+        *,
+        chat: ChatKey,
+        text: str,
+        sink: SinkFactory,
+        where: object = None,
+        inputs: Mapping[str, Any] | None = None,
+        files: Sequence[Mapping[str, Any]] = (),
+    ) -> RenderStats:
+        """Answer `text` in `chat` through the sink `sink(stream)` builds; `where` names the chat in logs."""
+        with log_context(platform=chat.platform, chat_id=chat.scope if where is None else where):
+            async with self.service.reply(chat, text, inputs=inputs, files=files) as stream:
+                target = sink(stream)
+                task = asyncio.current_task()
+                if task is not None:
+                    self._active[target] = _InFlight(platform=chat.platform, task=task)
+                try:
+                    stats = await target.render(stream)
+                finally:
+                    self._active.pop(target, None)
+            log.info(
+                "answered: %s, %d sends, %d edits, %d rate-limited",
+                stats.outcome,
+                stats.sends,
+                stats.edits,
+                stats.rate_limited,
+            )
+            self._report(AnswerReport(platform=chat.platform, chat=chat, task_id=stream.task_id, stats=stats))
+        return stats
+
+    def _report(self, report: AnswerReport) -> None:
+        for observer in self._observers:
+            try:
+                observer(report)
+            except Exception:  # an observer's bug must not turn a delivered answer into a failure
+                log.exception("answer observer failed")
+
+    async def drain(self, grace: float) -> None:
+        """Give answers in flight `grace` seconds, then interrupt the rest and wait for their last frame."""
+        tasks = {entry.task for entry in self._active.values()}
+        if tasks:
+            log.info("waiting up to %.0fs for %d answers", grace, len(tasks))
+            await asyncio.wait(tasks, timeout=grace)
+        left = dict(self._active)
+        for target in left:
+            target.interrupt(Interrupted("shutting down"))
+        if left:
+            await asyncio.wait({entry.task for entry in left.values()}, timeout=INTERRUPT_WAIT)
