@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,12 +19,13 @@ from aiohttp import web
 
 from bots import registry
 from bots.core_stack import CoreStack, open_core
-from bots.front_door import DoorServices, FrontDoor, FrontDoorPlugin
+from bots.front_door import DoorServices, FrontDoor, FrontDoorPlugin, RecoveringDoor
 from bots.metrics import Metrics
 from bots.web_errors import error_middleware
 from core.answering import AnswerPipeline, AnswerReport
 from core.dify.errors import DifyServerError, DifyTransportError
-from core.errors import BotError
+from core.errors import BotError, StartupError
+from core.journal import Journal, JournalEntry
 from core.settings import Config, SettingsError
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,7 @@ class BotService:
         self.web.router.add_get("/metrics", self._metrics)
         self.core: CoreStack | None = None
         self._pipeline: AnswerPipeline | None = None
+        self.journal: Journal | None = None
         self.closing = False
         self.started = False
         self._dify_ok_at = float("-inf")
@@ -112,7 +116,10 @@ class BotService:
     async def _start(self) -> None:
         settings = self.settings
         self.core = core = await self._stack.enter_async_context(open_core(settings))
-        self._pipeline = pipeline = AnswerPipeline(core.service)
+        self.journal = journal = Journal(core.redis, keys=core.store.keys, lease=settings.journal_lease)
+        await journal.start()
+        self._stack.push_async_callback(journal.close)
+        self._pipeline = pipeline = AnswerPipeline(core.service, journal=journal)
         pipeline.observe(self._answered)
         for plugin in self.plugins:
             services = DoorServices(
@@ -134,7 +141,14 @@ class BotService:
         log.info("listening on %s:%s (%s)", settings.http_host, self.port, ", ".join(self.doors))
         for door in self.doors.values():
             await door.start()
+        recovering = [name for name, door in self.doors.items() if isinstance(door, RecoveringDoor)]
+        journal.start_claiming(self._recover, platforms=recovering)
         self.started = True
+
+    async def _recover(self, entry: JournalEntry) -> None:
+        door = self.doors.get(entry.chat.platform)
+        if isinstance(door, RecoveringDoor):
+            await door.recover(entry)
 
     def _api_call_recorder(self, platform: str) -> Callable[[str, str], None]:
         return lambda method, result: self.metrics.api_call(platform, method, result)
@@ -154,6 +168,8 @@ class BotService:
         self.closing = True
         for door in self.doors.values():
             await door.stop_intake()
+        if self.journal is not None:
+            await self.journal.stop_claiming()
         if self._pipeline is not None:
             await self._pipeline.drain(self.settings.shutdown_grace if grace is None else grace)
 
@@ -209,14 +225,36 @@ async def run_service(config: Config, *, only: frozenset[str] = frozenset()) -> 
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
+    service = BotService(config, only=only)
     try:
-        async with BotService(config, only=only):
-            await stop.wait()
-            log.info("shutting down")
+        await service.__aenter__()
     except SettingsError as exc:
         print(f"dify-bots: invalid settings: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"dify-bots: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"dify-bots: {cannot_listen(config, exc)}", file=sys.stderr)
+        return 1
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await service.__aexit__(None, None, None)
     return 0
+
+
+def cannot_listen(config: Config, error: OSError) -> str:
+    """The one line for a web server that could not start (or another OS-level start-up failure)."""
+    where = f"{config.core.http_host}:{config.core.http_port}"
+    if error.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: the port is already in use; stop the other program or set HTTP_PORT"
+    if error.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied; choose HTTP_PORT 1024 or above"
+    if error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(error, socket.gaierror):
+        return f"cannot listen on {where}: this machine has no such address; check HTTP_HOST"
+    return f"could not start: {error.strerror or type(error).__name__}"

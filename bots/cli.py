@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import FrameType
 
 from bots import registry
 from bots.config import load
+from core.errors import StartupError
 from core.logs import setup_logging
 from core.settings import Config, SettingsError
 
 DEFAULT_ENV_FILE = ".env"
+CHAT_LOG = "chat.log"
 
 
 def _version() -> str:
@@ -55,13 +59,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Check each thing the bot depends on and print one ok/FAIL line for each; "
         "exit 1 when any check fails.",
     )
-    commands.add_parser(
+    chat = commands.add_parser(
         "chat",
         parents=[env_file],
         help="talk to the Dify app in this terminal",
-        description="A conversation with the Dify app in this terminal (/reset starts over, /quit leaves). "
-        "Lines piped to stdin are asked one by one.",
+        description="A conversation with the Dify app in this terminal (/reset starts over, /quit leaves, "
+        f"Ctrl-C stops an answer). Lines piped to stdin are asked one by one. Logs go to DATA_DIR/{CHAT_LOG}.",
     )
+    chat.add_argument("-v", "--verbose", action="store_true", help="write log lines to stderr instead of the log file")
     return parser
 
 
@@ -80,16 +85,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dify-bots: invalid settings: {exc}", file=sys.stderr)
         return 2
     settings = config.core
-    setup_logging(
-        level="WARNING" if args.command == "chat" and settings.log_level == "INFO" else settings.log_level,
-        fmt=settings.log_format,
-        secrets=config.secrets(),
-    )
+    quiet_chat = args.command == "chat" and not args.verbose  # log lines must not mix with the conversation
+    try:
+        setup_logging(
+            level=settings.log_level,
+            fmt=settings.log_format,
+            secrets=config.secrets(),
+            file=settings.data_dir / CHAT_LOG if quiet_chat else None,
+        )
+    except OSError as exc:
+        reason = "it is a file, not a directory" if settings.data_dir.is_file() else exc.strerror or "not writable"
+        print(
+            f"dify-bots: DATA_DIR {settings.data_dir} cannot hold {CHAT_LOG} ({reason}); "
+            "point DATA_DIR at a writable directory",
+            file=sys.stderr,
+        )
+        return 1
     try:
         if args.command == "chat":
-            from bots.terminal_chat import run_chat
+            from bots import terminal_chat
 
-            return asyncio.run(run_chat(settings))
+            _leave_on_hangup()
+            return terminal_chat.main(settings)
         if args.command == "check":
             from bots.check import run_check
 
@@ -98,5 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         only = frozenset(part.strip() for part in args.only.split(",") if part.strip())
         return asyncio.run(run_service(config, only=only))
+    except StartupError as exc:
+        print(f"dify-bots: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _leave_on_hangup() -> None:
+    """SIGTERM and SIGHUP end the chat like /quit: asyncio cancels what runs, so clean-up (the embedded Redis) runs."""
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, leave)

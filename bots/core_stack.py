@@ -30,6 +30,7 @@ def dify_client(settings: Settings) -> DifyClient:
         api_key=settings.dify_api_key.get_secret_value(),
         connect_timeout=settings.dify_connect_timeout,
         read_timeout=settings.dify_read_timeout,
+        idle_timeout=settings.dify_idle_timeout,
         app_mode=settings.dify_app_mode,
         workflow_input=settings.dify_workflow_input,
     )
@@ -51,5 +52,6 @@ async def open_core(settings: Settings) -> AsyncIterator[CoreStack]:
             store=store,
             workflow_output=settings.dify_workflow_output,
             lock_wait=settings.lock_timeout,
+            answer_timeout=settings.answer_timeout,
         )
         yield CoreStack(settings=settings, redis=redis, store=store, dify=dify, service=service)

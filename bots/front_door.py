@@ -6,12 +6,13 @@ import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 from aiohttp import web
 
 from bots.core_stack import CoreStack
 from core.answering import AnswerPipeline
+from core.journal import JournalEntry
 from core.settings import Settings, SettingsSection
 
 Check = Callable[[], Awaitable[str]]
@@ -57,6 +58,18 @@ class FrontDoor(Protocol):
     async def stop_intake(self) -> None:
         """Take no new updates (shutdown); answers in flight go on."""
         ...
+
+
+@runtime_checkable
+class RecoveringDoor(Protocol):
+    """Optional part of a `FrontDoor`: finishes an answer a dead replica left in the journal.
+
+    `recover(entry)`: when Dify never started (`entry.started` is False), answer the question in
+    `entry.origin` again through the pipeline, as a reply to the original message; otherwise end the
+    half-written message(s) with their text so far plus the "interrupted, please send again" line and
+    stop the Dify task. Doors without it leave their orphans to replicas that have it."""
+
+    async def recover(self, entry: JournalEntry) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Per-chat FIFO gate: work for one chat runs in the order updates arrived, taken before any await."""
+"""Per-chat FIFO gate: one chat's updates start in the order they arrived, taken before any await."""
 
 from __future__ import annotations
 
@@ -56,4 +56,8 @@ class _Turn:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._gate._leave(self._key, self._ticket)
+
+    def release(self) -> None:
+        """Let the chat's next update go now (e.g. once this one has its place in the answer queue)."""
         self._gate._leave(self._key, self._ticket)

@@ -5,20 +5,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import io
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterable, Callable
+from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urljoin, urlsplit
 
 from bots.core_stack import open_core
+from bots.diagnose import explain
 from core.answer import ContextReset, Done, Failed, Files, Progress, ReplyEvent, TextDelta, TextReplace
 from core.answering import AnswerPipeline
 from core.conversations import ChatKey
-from core.errors import BotError
+from core.dify.client import WORKFLOW_MODE
+from core.dify.errors import DifyError
+from core.errors import BotError, StartupError
 from core.render.renderer import RenderStats
 from core.service import ReplyStream
 from core.settings import Settings
 from core.texts import friendly_error, progress_line, text
+
+PROMPT = "you> "
+HISTORY_FILE = "chat_history"
+HISTORY_LENGTH = 1000
+DOUBLE_INTERRUPT = 1.0  # seconds: a second Ctrl-C this soon after the first leaves the chat
 
 
 def terminal_chat_key() -> ChatKey:
@@ -26,15 +40,39 @@ def terminal_chat_key() -> ChatKey:
     return ChatKey(platform="cli", scope=f"cli:{name}", user=f"cli-{name}")
 
 
-class TerminalSink:
-    """Writes one answer to the terminal: text to `out`, progress and notices to `err`."""
+def file_link(url: str, base_url: str) -> str:
+    """An absolute link: Dify's relative `/files/...` URLs live on its host, not under `/v1`."""
+    if urlsplit(url).scheme:
+        return url
+    parts = urlsplit(base_url)
+    return urljoin(f"{parts.scheme}://{parts.netloc}/", url)
 
-    def __init__(self, *, out: TextIO, err: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
+
+class TerminalSink:
+    """Writes one answer to the terminal: text to `out`, progress and notices to `err`.
+
+    With `hold_back` (workflow apps) streamed text is only a preview that the run's outputs replace,
+    so nothing is printed until the final answer is known: the answer is printed once.
+    """
+
+    def __init__(
+        self,
+        *,
+        out: TextIO,
+        err: TextIO,
+        hold_back: bool = False,
+        base_url: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._out = out
         self._err = err
+        self._hold_back = hold_back
+        self._base_url = base_url
         self._clock = clock
-        self._shown = ""
-        self._interrupted: asyncio.Future[BotError] | None = None
+        self._shown = ""  # what was printed of the answer
+        self._answer = ""  # the answer as it stands
+        self._line_start = True
+        self._interrupted: asyncio.Future[BotError | None] | None = None
         self.stats = RenderStats()
 
     async def render(self, events: AsyncIterable[ReplyEvent]) -> RenderStats:
@@ -47,7 +85,11 @@ class TerminalSink:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            self._end(self._interrupted.result(), outcome="interrupted")
+            error = self._interrupted.result()
+            if error is None:
+                self._stopped()
+            else:
+                self._end(error, outcome="interrupted")
         else:
             reader.result()
         self.stats.final_at = self._clock()
@@ -57,93 +99,294 @@ class TerminalSink:
         if self._interrupted is not None and not self._interrupted.done():
             self._interrupted.set_result(error)
 
+    def stop(self) -> None:
+        """The user pressed Ctrl-C: end now with what was shown and a "(Stopped.)" line."""
+        if self._interrupted is not None and not self._interrupted.done():
+            self._interrupted.set_result(None)
+
     async def _read(self, events: AsyncIterable[ReplyEvent]) -> None:
         async for event in events:
             if self._show(event):
                 return
 
     def _write(self, body: str) -> None:
-        if body and self.stats.first_text_at is None:
+        if not body:
+            return
+        if self.stats.first_text_at is None:
             self.stats.first_text_at = self._clock()
         self._out.write(body)
+        self._line_start = body.endswith("\n")
+
+    def _newline(self) -> None:
+        if not self._line_start:
+            self._write("\n")
+
+    def _print_answer(self, answer: str) -> None:
+        """Bring the printed answer up to `answer` without printing any part of it twice."""
+        if answer.startswith(self._shown):
+            self._write(answer[len(self._shown) :])
+        elif not (self._shown.startswith(answer) and not self._shown[len(answer) :].strip()):
+            # Replaced by something else (moderation): the replacement follows on its own line.
+            self._newline()
+            self._write(answer)
+        self._shown = answer
 
     def _show(self, event: ReplyEvent) -> bool:
         """Print one event; True once the answer has its outcome."""
-        out, err = self._out, self._err
-        if isinstance(event, TextDelta):
-            self._write(event.text)
-            self._shown += event.text
-        elif isinstance(event, TextReplace):
-            if event.text.startswith(self._shown):
-                self._write(event.text[len(self._shown) :])
-            else:
-                self._write(("\n" if self._shown else "") + event.text)
-            self._shown = event.text
+        if isinstance(event, TextDelta | TextReplace):
+            self._answer = self._answer + event.text if isinstance(event, TextDelta) else event.text
+            if not self._hold_back:
+                self._print_answer(self._answer)
         elif isinstance(event, Progress) and not self._shown:
-            err.write(f"[{progress_line(event.kind, event.label)}]\n")
+            self._err.write(f"[{progress_line(event.kind, event.label)}]\n")
         elif isinstance(event, Files):
+            self._print_answer(self._answer)
             for file in event.files:
-                out.write(f"\n[{file.type}: {file.url}]")
+                self._newline()
+                self._write(f"[{file.type}: {file_link(file.url, self._base_url)}]\n")
         elif isinstance(event, ContextReset):
-            err.write(text("context_reset") + "\n")
+            self._err.write(text("context_reset") + "\n")
         elif isinstance(event, Done):
+            self._print_answer(event.answer or self._answer)
             if event.stopped:
-                out.write("\n" + text("stopped"))
-            out.write("\n")
-            out.flush()
+                self._newline()
+                self._write(text("stopped"))
+            self._newline()
+            self._out.flush()
             self.stats.outcome = "done"
             return True
         elif isinstance(event, Failed):
+            self._print_answer(self._answer)
             self._end(event.error, outcome="failed")
             return True
-        out.flush()
+        self._out.flush()
+        self._err.flush()
         return False
 
     def _end(self, error: BotError, *, outcome: str) -> None:
-        self._out.write(("\n" if self._shown else "") + friendly_error(error) + "\n")
+        self._newline()
+        self._write(friendly_error(error) + "\n")
         self._out.flush()
         self.stats.outcome = outcome
         self.stats.error = error
 
+    def _stopped(self) -> None:
+        self._print_answer(self._answer)
+        self._newline()
+        self._write(text("stopped") + "\n")
+        self._out.flush()
+        self.stats.outcome = "stopped"
 
-async def answer(pipeline: AnswerPipeline, chat: ChatKey, message: str, *, out: TextIO, err: TextIO) -> bool:
+
+class _Answering:
+    """The answer being written, so Ctrl-C can stop it and Dify's task behind it."""
+
+    def __init__(self) -> None:
+        self.active = False  # from the moment a line is asked until its answer is over
+        self.sink: TerminalSink | None = None
+        self.stream: ReplyStream | None = None
+        self.stops: set[asyncio.Task[None]] = set()
+
+    def stop(self) -> None:
+        if self.sink is not None:
+            self.sink.stop()
+        if self.stream is not None:
+            task = asyncio.ensure_future(self.stream.stop())
+            self.stops.add(task)
+            task.add_done_callback(self.stops.discard)
+
+
+async def _hold_back(pipeline: AnswerPipeline) -> bool:
+    """Whether streamed text is only a preview (workflow apps); a failure here shows in the answer."""
+    try:
+        return await pipeline.service.dify.app_mode() == WORKFLOW_MODE
+    except DifyError:
+        return False
+
+
+async def answer(
+    pipeline: AnswerPipeline,
+    chat: ChatKey,
+    message: str,
+    *,
+    out: TextIO,
+    err: TextIO,
+    base_url: str = "",
+    current: _Answering | None = None,
+) -> bool:
     """Stream one answer to `out`; progress and notices go to `err`. True when it succeeded."""
+    current = current or _Answering()
+    current.active = True
 
     def sink(stream: ReplyStream) -> TerminalSink:
-        return TerminalSink(out=out, err=err)
+        current.sink = TerminalSink(out=out, err=err, hold_back=hold_back, base_url=base_url)
+        current.stream = stream
+        return current.sink
 
-    stats = await pipeline.answer(chat=chat, text=message, sink=sink)
-    return stats.outcome == "done"
+    try:
+        hold_back = await _hold_back(pipeline)
+        stats = await pipeline.answer(chat=chat, text=message, sink=sink)
+    finally:
+        current.active = False
+        current.sink = current.stream = None
+        if current.stops:
+            await asyncio.wait(set(current.stops))
+    return stats.outcome in ("done", "stopped")
 
 
-async def _read_line(interactive: bool) -> str | None:
-    if interactive:
+class _LineReader:
+    """Lines from stdin on daemon threads, one per request, so a prompt shows only after the answer."""
+
+    def __init__(self, *, interactive: bool, history: Path | None) -> None:
+        self.interactive = interactive
+        self.pending = False  # a thread still blocks on stdin: the process must not wait for it at exit
+        self._history = history
+        if history is not None and interactive:
+            _start_readline(history)
+
+    async def read(self) -> str | None:
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[str | None] = loop.create_future()
+
+        def deliver(line: str | None) -> None:
+            if not result.done():
+                result.set_result(line)
+
+        def run() -> None:
+            line = self._read_line()
+            self.pending = False
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the chat has ended
+                loop.call_soon_threadsafe(deliver, line)
+
+        self.pending = True
+        threading.Thread(target=run, name="stdin", daemon=True).start()
+        return await result
+
+    def _read_line(self) -> str | None:
         try:
-            return await asyncio.to_thread(input, "you> ")
-        except EOFError:
+            if self.interactive:
+                return input(PROMPT)
+            line = sys.stdin.readline()
+        except (EOFError, OSError, ValueError):
             return None
-    line = await asyncio.to_thread(sys.stdin.readline)
-    return line.rstrip("\r\n") if line else None
+        return line.rstrip("\r\n") if line else None
+
+    def save_history(self) -> None:
+        if self._history is not None and self.interactive:
+            with contextlib.suppress(ImportError, OSError):
+                import readline
+
+                readline.write_history_file(str(self._history))
 
 
-async def run_chat(settings: Settings) -> int:
+def _start_readline(history: Path) -> None:
+    """Line editing and history for `input()` (where the platform has readline)."""
+    try:
+        import readline
+    except ImportError:
+        return
+    readline.set_history_length(HISTORY_LENGTH)
+    with contextlib.suppress(OSError):
+        readline.read_history_file(str(history))
+
+
+class _Interrupts:
+    """Ctrl-C stops the answer being written; a second one (at the prompt, or soon after) leaves."""
+
+    def __init__(self, current: _Answering, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._current = current
+        self._clock = clock
+        self._last: float | None = None
+        self.leave = asyncio.Event()
+
+    def __call__(self) -> None:
+        now = self._clock()
+        answering = self._current.active
+        if not answering or (self._last is not None and now - self._last < DOUBLE_INTERRUPT):
+            self._current.stop()
+            self.leave.set()
+            return
+        self._last = now
+        self._current.stop()
+
+
+async def _next_line(reader: _LineReader, leave: asyncio.Event) -> str | None:
+    """The next line, or None at the end of input or when the user leaves."""
+    read = asyncio.ensure_future(reader.read())
+    left = asyncio.ensure_future(leave.wait())
+    await asyncio.wait({read, left}, return_when=asyncio.FIRST_COMPLETED)
+    left.cancel()
+    if read.done():
+        return read.result()
+    read.cancel()
+    return None
+
+
+async def run_chat(settings: Settings, *, reader: _LineReader | None = None) -> int:
+    """Answer lines from stdin until it ends or the user leaves; 1 when every line asked failed."""
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="replace")  # undecodable bytes become U+FFFD, not lone surrogates
     interactive = sys.stdin.isatty()
+    if reader is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        reader = _LineReader(interactive=interactive, history=settings.data_dir / HISTORY_FILE)
     chat = terminal_chat_key()
+    current = _Answering()
+    interrupts = _Interrupts(current)
+    loop = asyncio.get_running_loop()
+    asked = failed = 0
     async with open_core(settings) as core:
         pipeline = AnswerPipeline(core.service)
-        if interactive:
-            print("Connected. Type a message, /reset to start over, /quit to leave.", file=sys.stderr)
-        while True:
-            line = await _read_line(interactive)
-            if line is None:
-                return 0
-            message = line.strip()
-            if not message:
-                continue
-            if message in ("/quit", "/exit"):
-                return 0
-            if message == "/reset":
-                await core.service.reset(chat)
-                print(text("reset_done"), file=sys.stderr)
-                continue
-            await answer(pipeline, chat, message, out=sys.stdout, err=sys.stderr)
+        loop.add_signal_handler(signal.SIGINT, interrupts)
+        try:
+            try:
+                await core.dify.info()  # "Connected." only once Dify has answered
+            except DifyError as exc:
+                reason = explain(exc, base_url=settings.dify_base_url)
+                raise StartupError(f"cannot use the Dify app: {reason}") from None
+            if interactive:
+                print("Connected. Type a message, /reset to start over, /quit to leave.", file=sys.stderr)
+            while not interrupts.leave.is_set():
+                line = await _next_line(reader, interrupts.leave)
+                if line is None:
+                    break
+                message = line.strip()
+                if not message:
+                    continue
+                if message in ("/quit", "/exit"):
+                    break
+                if message == "/reset":
+                    await core.service.reset(chat)
+                    print(text("reset_done"), file=sys.stderr)
+                    continue
+                asked += 1
+                ok = await answer(
+                    pipeline,
+                    chat,
+                    message,
+                    out=sys.stdout,
+                    err=sys.stderr,
+                    base_url=settings.dify_base_url,
+                    current=current,
+                )
+                failed += not ok
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            reader.save_history()
+    if interrupts.leave.is_set():
+        return 130
+    return 1 if asked and failed == asked else 0
+
+
+def main(settings: Settings) -> int:
+    """Run the chat; a thread still waiting on stdin must not keep the process (or its exit) waiting."""
+    reader = _LineReader(interactive=sys.stdin.isatty(), history=None)
+    if reader.interactive:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        reader = _LineReader(interactive=True, history=settings.data_dir / HISTORY_FILE)
+    code = asyncio.run(run_chat(settings, reader=reader))
+    if reader.pending:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

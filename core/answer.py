@@ -38,7 +38,7 @@ class TextReplace:
 class Progress:
     """Something the app is doing before or between text: a node, a tool call, a retrieval."""
 
-    kind: str  # "node" | "tool" | "retrieval" | "thinking"
+    kind: str  # "node" | "tool" | "retrieval" | "thinking" | "queued" (waiting for the chat's previous answer)
     label: str
 
 
@@ -128,6 +128,17 @@ def pick_output(outputs: Any, key: str = "") -> str | None:
             return str(outputs[name])
     strings = [value for value in outputs.values() if isinstance(value, str)]
     return strings[0] if len(strings) == 1 else None
+
+
+def _files(items: Any) -> tuple[FileRef, ...]:
+    """The files of a finished workflow run (`workflow_finished.data.files`)."""
+    if not isinstance(items, list):
+        return ()
+    return tuple(
+        FileRef(type=str(item.get("type") or "file"), url=str(item["url"]), id=str(item.get("related_id") or ""))
+        for item in items
+        if isinstance(item, Mapping) and isinstance(item.get("url"), str) and item["url"]
+    )
 
 
 class AnswerReducer:
@@ -352,9 +363,14 @@ class AnswerReducer:
             out.append(self._fail(classify(None, None, str(data.get("error") or "the run failed"))))
             return
         if self.mode == "workflow":
+            # The outputs are the answer; streamed text_chunks were only a preview (outputs joined by "\n",
+            # file outputs as Markdown links), so they are replaced in place.
             final = pick_output(data.get("outputs"), self.workflow_output)
             if final is not None:
                 self._replace(final, out)
+            files = _files(data.get("files"))
+            if files:
+                out.append(Files(files=files))
         out.append(self._done(stopped=status == "stopped"))
 
     def _on_workflow_paused(self, event: StreamEvent, out: list[ReplyEvent]) -> None:

@@ -11,7 +11,9 @@ from typing import Any, Protocol
 from core.answer import ReplyEvent
 from core.conversations import ChatKey
 from core.errors import BotError, Interrupted
+from core.journal import Journal, JournalWriter
 from core.logs import log_context
+from core.question import check_question, refused
 from core.render.renderer import RenderStats
 from core.service import ChatService, ReplyStream
 
@@ -57,8 +59,9 @@ class _InFlight:
 class AnswerPipeline:
     """Log context → `ChatService.reply` → the sink → in-flight registry → observers, for every front door."""
 
-    def __init__(self, service: ChatService) -> None:
+    def __init__(self, service: ChatService, *, journal: Journal | None = None) -> None:
         self.service = service
+        self.journal = journal
         self._observers: list[Observer] = []
         self._active: dict[AnswerSink, _InFlight] = {}
 
@@ -78,18 +81,32 @@ class AnswerPipeline:
         where: object = None,
         inputs: Mapping[str, Any] | None = None,
         files: Sequence[Mapping[str, Any]] = (),
+        origin: Mapping[str, Any] | None = None,
+        order: float | None = None,
     ) -> RenderStats:
-        """Answer `text` in `chat` through the sink `sink(stream)` builds; `where` names the chat in logs."""
+        """Answer `text` in `chat` through the sink `sink(stream)` builds; `where` names the chat in logs.
+
+        `origin`, the front door's JSON-serialisable description of the user's message, journals the answer
+        until its final frame (when a journal is configured), so another replica can finish it after a crash."""
+        question = check_question(text)
         with log_context(platform=chat.platform, chat_id=chat.scope if where is None else where):
-            async with self.service.reply(chat, text, inputs=inputs, files=files) as stream:
+            async with self.service.reply(chat, question.text, inputs=inputs, files=files, order=order) as stream:
                 target = sink(stream)
+                entry = self._journal_entry(chat=chat, origin=origin, target=target)
+                if entry is not None:
+                    await entry.begin()
                 task = asyncio.current_task()
                 if task is not None:
                     self._active[target] = _InFlight(platform=chat.platform, task=task)
                 try:
-                    stats = await target.render(stream)
+                    events = stream if question.refusal is None else refused(question.refusal)
+                    if entry is not None:
+                        events = entry.watch(events, lambda: stream.user)
+                    stats = await target.render(events)
                 finally:
                     self._active.pop(target, None)
+                    if entry is not None:
+                        await entry.close()
             log.info(
                 "answered: %s, %d sends, %d edits, %d rate-limited",
                 stats.outcome,
@@ -99,6 +116,17 @@ class AnswerPipeline:
             )
             self._report(AnswerReport(platform=chat.platform, chat=chat, task_id=stream.task_id, stats=stats))
         return stats
+
+    def _journal_entry(
+        self, *, chat: ChatKey, origin: Mapping[str, Any] | None, target: AnswerSink
+    ) -> JournalWriter | None:
+        if origin is None or self.journal is None:
+            return None
+        entry = self.journal.open(chat=chat, origin=origin)
+        on_frame = getattr(target, "on_frame", None)
+        if on_frame is not None:
+            on_frame(entry.frame)
+        return entry
 
     def _report(self, report: AnswerReport) -> None:
         for observer in self._observers:

@@ -28,3 +28,19 @@ class ConversationBusy(BotError):
 
 class Interrupted(BotError):
     """The bot is shutting down and stopped this answer."""
+
+
+class StartupError(BotError):
+    """Something the bot needs at start-up is unusable; `message` is one sentence for the person running it."""
+
+
+class AnswerTimedOut(BotError):
+    """The answer hit a time limit; its Dify task was stopped and the text so far is kept."""
+
+
+class AnswerIdle(AnswerTimedOut):
+    """Dify sent nothing but pings for longer than the idle limit."""
+
+
+class AnswerTooLong(AnswerTimedOut):
+    """The answer ran longer than the total limit."""

@@ -36,6 +36,14 @@ class RedisKeys:
         """The cross-process lease that lets one answer at a time run in the chat."""
         return self._app_key("lock", chat.platform, chat.scope)
 
+    def queue(self, chat: ChatKey) -> str:
+        """Tickets waiting for the lock, scored by the platform's order; hash-tagged to the lock's slot."""
+        return f"{{{self.lock(chat)}}}:queue"
+
+    def queue_alive(self, chat: ChatKey) -> str:
+        """When each waiting ticket expires unless its owner asks again (a dead replica's ticket goes)."""
+        return f"{{{self.lock(chat)}}}:alive"
+
     def delivery(self, platform: str, delivery_id: str) -> str:
         """A platform delivery already answered; shared by every app under the prefix."""
         return self.part(self.prefix, "seen", platform, delivery_id)
@@ -47,3 +55,15 @@ class RedisKeys:
     def flag(self, name: str) -> str:
         """A small remembered fact."""
         return self._app_key("flag", name)
+
+    def journal_entry(self, answer_id: str) -> str:
+        """One answer in flight (hash); `{answer_id}` is a hash tag, so the entry stays in one Cluster slot."""
+        return self._app_key("journal", "{" + answer_id + "}")
+
+    def journal_index(self) -> str:
+        """The ids of the answers in flight (set), which replicas scan for orphans."""
+        return self._app_key("journal-index")
+
+    def journal_owner(self, owner: str) -> str:
+        """A replica's lease: while it exists, the answers that replica journals are its own."""
+        return self._app_key("journal-owner", owner)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 # Telegram puts the token in the URL path (/bot123:ABC/sendMessage); Slack and Dify tokens have prefixes.
@@ -114,8 +115,14 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{context}]" if context else line
 
 
-def setup_logging(*, level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(*, level: str, fmt: str, secrets: Iterable[str] = (), file: Path | None = None) -> None:
+    """Log to stderr, or append to `file` (the terminal chat keeps its conversation free of log lines)."""
+    handler: logging.Handler
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter(Redactor(secrets)))
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

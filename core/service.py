@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from core.answer import AnswerReducer, ContextReset, Failed, ReplyEvent, TaskStarted
+from core.answer import AnswerReducer, ContextReset, Failed, Progress, ReplyEvent, TaskStarted
 from core.conversations import ChatKey, Conversation, ConversationStore
 from core.dify.client import WORKFLOW_MODE, DifyClient
 from core.dify.errors import ConversationNotFound, DifyError
 from core.dify.events import StreamEvent
-from core.errors import BotError, StoreUnavailable
+from core.errors import AnswerTimedOut, AnswerTooLong, BotError, StoreUnavailable
 from core.logs import add_log_context
 
 log = logging.getLogger(__name__)
+
+QUEUE_NOTICE_AFTER = 3.0  # seconds a message waits for its turn before it says it is queued
 
 
 class ChatService:
@@ -30,11 +33,17 @@ class ChatService:
         store: ConversationStore,
         workflow_output: str = "",
         lock_wait: float = 120.0,
+        answer_timeout: float = 900.0,
+        queue_notice_after: float = QUEUE_NOTICE_AFTER,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.dify = dify
         self.store = store
         self._workflow_output = workflow_output
         self._lock_wait = lock_wait
+        self.answer_timeout = answer_timeout
+        self.queue_notice_after = queue_notice_after
+        self.clock = clock
 
     @property
     def workflow_output(self) -> str:
@@ -53,8 +62,10 @@ class ChatService:
         *,
         inputs: Mapping[str, Any] | None = None,
         files: Sequence[Mapping[str, Any]] = (),
+        order: float | None = None,
     ) -> ReplyStream:
-        return ReplyStream(self, chat=chat, text=text, inputs=inputs, files=files)
+        """The answer to `text`; `order` is the platform's number for the message (answered lowest first)."""
+        return ReplyStream(self, chat=chat, text=text, inputs=inputs, files=files, order=order)
 
     async def reset(self, chat: ChatKey) -> bool:
         """Forget the chat's conversation; True when there was one."""
@@ -88,12 +99,15 @@ class ReplyStream:
         text: str,
         inputs: Mapping[str, Any] | None,
         files: Sequence[Mapping[str, Any]],
+        order: float | None = None,
     ) -> None:
         self._service = service
         self.chat = chat
         self._text = text
         self._inputs = inputs
         self._files = files
+        self._order = order
+        self._deadline = float("inf")
         self.task_id: str | None = None
         self.user = chat.user
         self._events = self._run()
@@ -119,11 +133,19 @@ class ReplyStream:
             log.warning("could not stop task %s: %r", self.task_id, exc)
 
     async def _run(self) -> AsyncGenerator[ReplyEvent, None]:
-        store = self._service.store
+        service = self._service
         try:
-            async with store.lock(self.chat, wait=self._service.lock_wait):
+            lock = service.store.lock(self.chat, wait=service.lock_wait, order=self._order)
+            try:
+                if not await lock.acquire(until=service.clock() + service.queue_notice_after):
+                    yield Progress(kind="queued", label="")
+                    await lock.acquire()
+                    yield Progress(kind="thinking", label="")
+                self._deadline = service.clock() + service.answer_timeout
                 async for event in self._answer():
                     yield event
+            finally:
+                await lock.release()
         except BotError as exc:  # lock wait exceeded, store down before the answer started
             log.warning("answer for %s:%s failed before starting: %r", self.chat.platform, self.chat.scope, exc)
             yield Failed(error=exc)
@@ -178,10 +200,18 @@ class ReplyStream:
                         return
                     if await self._save_returned_id(attempt):
                         yield ContextReset()  # chatflows swap an unknown id for a new one silently
+                    if self._service.clock() >= self._deadline and not attempt.reducer.finished:
+                        raise AnswerTooLong(f"the answer ran longer than {self._service.answer_timeout:g}s")
         except ConversationNotFound as exc:
             if attempt.can_start_over:
                 attempt.stale = True
                 return
+            for reply in attempt.reducer.fail(exc):
+                yield reply
+            return
+        except AnswerTimedOut as exc:
+            log.warning("answer for %s:%s timed out: %r", self.chat.platform, self.chat.scope, exc)
+            await self.stop()
             for reply in attempt.reducer.fail(exc):
                 yield reply
             return

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     dify_read_timeout: float = Field(
         120.0, ge=30, description="seconds of silence before a stream counts as dead (30 or more)"
     )
+    dify_idle_timeout: float = Field(
+        120.0, gt=0, description="seconds with nothing but pings from Dify before an answer is ended and stopped"
+    )
+    answer_timeout: float = Field(
+        900.0, gt=0, description="seconds an answer may run in total before it is ended and stopped"
+    )
 
     # Storage
     redis_url: str | None = Field(
@@ -115,6 +121,11 @@ class Settings(BaseSettings):
     )
     lock_timeout: float = Field(
         120.0, gt=0, description="seconds a message waits for the previous answer in the same chat"
+    )
+    journal_lease: float = Field(
+        15.0,
+        gt=0,
+        description="seconds after which another replica finishes the answers of a replica that stopped renewing",
     )
 
     # Logging
@@ -139,6 +150,15 @@ class Settings(BaseSettings):
     def _non_empty_key(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value():
             raise ValueError("is empty")
+        return value
+
+    @field_validator("dify_app_mode")
+    @classmethod
+    def _supported_mode(cls, value: str) -> str:
+        if value == "completion":
+            raise ValueError(
+                "is completion: completion apps are not supported; use a chat, agent, chatflow or workflow app"
+            )
         return value
 
     @field_validator("dify_base_url")

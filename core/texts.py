@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from core.dify import errors as dify
-from core.errors import ConversationBusy, Interrupted, StoreUnavailable
+from core.errors import AnswerIdle, AnswerTooLong, ConversationBusy, Interrupted, StoreUnavailable
+from core.question import MAX_QUESTION_CHARS, QuestionTooLong
 
 Lang = Literal["en", "zh"]
 
@@ -18,6 +19,11 @@ def language_for(code: str | None) -> Lang:
 # Most specific class first: friendly_error() takes the first match in this order.
 _ERRORS: list[tuple[type[BaseException], str, str]] = [
     (
+        QuestionTooLong,
+        f"Your message is too long (more than {MAX_QUESTION_CHARS:,} characters). Please shorten it or split it up.",
+        f"你的消息太长了（超过 {MAX_QUESTION_CHARS:,} 个字符）。请缩短或分成几条发送。",
+    ),
+    (
         dify.ConversationNotFound,
         "This conversation has expired. Send /reset to start a new one.",
         "这个对话已过期。请发送 /reset 开始新的对话。",
@@ -26,6 +32,19 @@ _ERRORS: list[tuple[type[BaseException], str, str]] = [
         dify.DifyAuthError,
         "The bot's connection to its assistant was refused. Please tell the bot owner.",
         "机器人连接助手时被拒绝。请联系机器人管理员。",
+    ),
+    (
+        dify.DifyBadBaseUrl,
+        "The bot is set up with a wrong Dify address: DIFY_BASE_URL must be the app's Service API URL, "
+        "ending in /v1 (e.g. https://api.dify.ai/v1). Please tell the bot owner.",
+        "机器人配置的 Dify 地址不正确：DIFY_BASE_URL 必须是应用的服务 API 地址，以 /v1 结尾"
+        "（例如 https://api.dify.ai/v1）。请联系机器人管理员。",
+    ),
+    (
+        dify.DifyModelUnavailable,
+        "The assistant's AI model is not set up or not reachable on its server. This is not your message's "
+        "fault; please tell the bot owner.",
+        "助手的 AI 模型在服务器上未配置或无法访问。这不是你的消息的问题；请联系机器人管理员。",
     ),
     (
         dify.DifyAppUnavailable,
@@ -67,6 +86,12 @@ _ERRORS: list[tuple[type[BaseException], str, str]] = [
         "The assistant's server had a problem. Please try again in a moment.",
         "助手的服务器出现了问题。请稍后再试。",
     ),
+    (
+        dify.DifyUnreachable,
+        "The bot cannot reach its assistant's server. Please try again later; if it keeps happening, tell the "
+        "bot owner (DIFY_BASE_URL may be wrong).",
+        "机器人无法连接助手的服务器。请稍后再试；如果反复出现，请联系机器人管理员（DIFY_BASE_URL 可能有误）。",
+    ),
     (dify.DifyTimeout, "The assistant took too long to answer. Please try again.", "助手响应超时。请重试。"),
     (
         dify.DifyTransportError,
@@ -77,6 +102,16 @@ _ERRORS: list[tuple[type[BaseException], str, str]] = [
         dify.DifyProtocolError,
         "The assistant's reply was cut off. Please try again.",
         "助手的回复被中断了。请重试。",
+    ),
+    (
+        AnswerIdle,
+        "The assistant stopped responding, so the answer ends here. Please try again.",
+        "助手停止了响应，回答到此为止。请重试。",
+    ),
+    (
+        AnswerTooLong,
+        "The answer took too long and was stopped here. Please try again, perhaps with a shorter request.",
+        "回答用时过长，已在此处停止。请重试，或把问题拆小一些。",
     ),
     (
         StoreUnavailable,
@@ -123,11 +158,16 @@ _TEXTS: dict[str, tuple[str, str]] = {
     ),
     "empty_message": ("Please send some text.", "请发送文字内容。"),
     "thinking": ("Thinking…", "思考中…"),
+    "queued": ("Waiting for the previous answer…", "正在等待上一条回答完成…"),
     "progress_retrieval": ("Searching the knowledge base…", "正在检索知识库…"),
     "progress_tool": ("Using {label}…", "正在使用 {label}…"),
     "progress_node": ("Running {label}…", "正在执行 {label}…"),
     "empty_answer": ("(The assistant returned an empty answer.)", "（助手返回了空的回答。）"),
     "stopped": ("(Stopped.)", "（已停止。）"),
+    "interrupted_resend": (
+        "The answer was interrupted. Please send your message again.",
+        "回答被中断了。请重新发送你的消息。",
+    ),
     "paused": ("(The workflow is waiting for input in Dify.)", "（工作流正在 Dify 中等待输入。）"),
 }
 
@@ -155,4 +195,6 @@ def progress_line(kind: str, label: str, lang: Lang = "en") -> str:
         return text("progress_tool", lang, label=label)
     if kind == "thinking":
         return text("thinking", lang)
+    if kind == "queued":
+        return text("queued", lang)
     return text("progress_node", lang, label=label)

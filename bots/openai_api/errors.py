@@ -8,7 +8,10 @@ from aiohttp import web
 
 from core.dify import errors as dify
 from core.errors import BotError, ConversationBusy, Interrupted, StoreUnavailable
+from core.question import QuestionTooLong
 from core.texts import friendly_error
+
+RETRY_AFTER = 5  # seconds a caller is asked to wait after a 429 or 503
 
 
 class ApiError(Exception):
@@ -41,6 +44,8 @@ class ApiError(Exception):
             headers["WWW-Authenticate"] = "Bearer"
         if self.retry is not None:
             headers["x-should-retry"] = "true" if self.retry else "false"
+        if self.status in (429, 503):
+            headers["Retry-After"] = str(RETRY_AFTER)
         return web.json_response(self.body(), status=self.status, headers=headers)
 
 
@@ -62,6 +67,7 @@ class _Mapping:
 
 # Most specific class first: the first match wins.
 _BY_ERROR: list[tuple[type[BaseException], _Mapping]] = [
+    (QuestionTooLong, _Mapping(400, "invalid_request_error", "context_length_exceeded", retry=False)),
     (ConversationBusy, _Mapping(409, "invalid_request_error", "conversation_busy")),
     # A refused Dify key or a broken app is the bot's configuration, not the caller's key.
     (dify.DifyAuthError, _Mapping(503, "server_error", "upstream_unavailable", retry=False)),

@@ -63,6 +63,7 @@ class AnswerRelay:
         self._interruption: BotError | None = None
         self._error: ApiError | None = None
         self._response: web.StreamResponse | None = None
+        self.hold_back = False  # send no text until the answer is final (streamed workflow previews)
 
     def response(self) -> web.StreamResponse:
         """What the handler returns once `render` is done; raises the HTTP error of a failure before any text."""
@@ -147,7 +148,11 @@ class CompletionRelay(AnswerRelay):
 
 
 class ChunkRelay(AnswerRelay):
-    """`stream: true`: chat.completion.chunk frames as text comes. Sent text cannot be taken back."""
+    """`stream: true`: chat.completion.chunk frames as text comes. Sent text cannot be taken back.
+
+    With `hold_back` (workflow apps) streamed text is a preview the run's outputs replace, so the
+    answer is sent once it is final rather than sent wrong.
+    """
 
     async def _relay(self, feed: Feed) -> None:
         sent = answer = ""
@@ -157,6 +162,8 @@ class ChunkRelay(AnswerRelay):
                 await self._fail(event.error)
                 return
             answer = _answer_after(event, answer)
+            if self.hold_back and not isinstance(event, Done):
+                continue
             if len(answer) > len(sent) and answer.startswith(sent):
                 await self._send(chunk_body(self._meta, {"content": answer[len(sent) :]}))
                 sent = answer

@@ -16,6 +16,7 @@ from bots.openai_api.relay import AnswerRelay, ChunkRelay, CompletionRelay
 from bots.openai_api.schema import Prompt, parse_request, prompt_of
 from core.answering import AnswerPipeline
 from core.conversations import ChatKey
+from core.dify.client import WORKFLOW_MODE, caller_retries
 from core.dify.errors import DifyError
 from core.errors import BotError
 from core.service import ReplyStream
@@ -154,14 +155,17 @@ class OpenAIApi:
         try:
             query, inputs = await self._query_and_inputs(prompt, chat, new=one_off)
             files = await self._files(prompt.images)
+            hold_back = bool(body.stream) and await self._is_workflow()
             relays: list[AnswerRelay] = []
 
             def sink(stream: ReplyStream) -> AnswerRelay:
                 relay = (ChunkRelay if body.stream else CompletionRelay)(request, stream, meta)
+                relay.hold_back = hold_back
                 relays.append(relay)
                 return relay
 
-            await self._pipeline.answer(chat=chat, text=query, sink=sink, inputs=inputs, files=files)
+            with caller_retries():  # OpenAI clients retry 429s themselves, after Retry-After
+                await self._pipeline.answer(chat=chat, text=query, sink=sink, inputs=inputs, files=files)
             return relays[0].response()
         finally:
             if one_off:
@@ -192,6 +196,13 @@ class OpenAIApi:
         if len(urls) < len(images):
             log.info("ignoring %d image(s) given inline: only URLs can be passed on", len(images) - len(urls))
         return [{"type": "image", "transfer_method": "remote_url", "url": url} for url in urls]
+
+    async def _is_workflow(self) -> bool:
+        """Whether the app is a workflow, whose streamed text is only a preview (a failure shows in the answer)."""
+        try:
+            return await self._service.dify.app_mode() == WORKFLOW_MODE
+        except DifyError:
+            return False
 
     async def _images_enabled(self) -> bool:
         if self._images is None:

@@ -81,6 +81,9 @@ def surface_error(exc: Exception) -> SurfaceError:
     status = status_code(exc)
     if status == 429 or code in RATE_LIMITED:
         return SurfaceRateLimited(retry_after(exc))
+    if status >= 500:
+        # A 5xx, often a proxy's HTML error page rather than the Web API's JSON: try again later.
+        return SurfaceTransient(code or f"HTTP {status}")
     if code in TOO_LONG:
         return SurfaceTooLong(code)
     if code in GONE:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -146,6 +146,14 @@ async def handle_message(
     await answer(ctx, client, message, key=key, query=query)
 
 
+def _order(message: SlackMessage) -> float | None:
+    """Slack's `ts` orders a channel's messages: answered in the order sent."""
+    try:
+        return float(message.ts)
+    except (TypeError, ValueError):
+        return None
+
+
 async def answer(ctx: SlackContext, client: AsyncWebClient, message: SlackMessage, *, key: Any, query: str) -> None:
     """Stream Dify's answer to `query` into the message's thread."""
     surface = _surface(ctx, client, message)
@@ -154,7 +162,14 @@ async def answer(ctx: SlackContext, client: AsyncWebClient, message: SlackMessag
     def renderer(stream: ReplyStream) -> StreamRenderer:
         return StreamRenderer(surface, throttle=throttle, status_delay=ctx.status_delay, stop_source=stream.stop)
 
-    await ctx.pipeline.answer(chat=key, text=query, sink=renderer, where=f"{message.channel}/{message.root_ts}")
+    await ctx.pipeline.answer(
+        chat=key,
+        text=query,
+        sink=renderer,
+        where=f"{message.channel}/{message.root_ts}",
+        order=_order(message),
+        origin={"message": asdict(message), "query": query},  # read by bots/slack/recovery.py
+    )
     if isinstance(surface, NativeStreamSurface) and surface.native_failed and ctx.streaming == "auto":
         log.info(
             "native streaming unavailable in %s (%s); using chat.update there", message.team, surface.native_failed

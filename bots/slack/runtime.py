@@ -8,6 +8,7 @@ import logging
 from types import TracebackType
 from typing import Any, Self
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
@@ -18,7 +19,10 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bots.front_door import ApiCallRecorder, DoorServices
 from bots.slack.handlers import SlackContext, register
 from bots.slack.intake import Rejected, bolt_request, is_signed
+from bots.slack.recovery import recover
 from bots.slack.settings import SlackSettings
+from core.errors import StartupError
+from core.journal import JournalEntry
 from core.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -106,7 +110,15 @@ class SlackBot:
         self.identity: dict[str, Any] = {}
 
     async def __aenter__(self) -> Self:
-        response = await self.client.auth_test()
+        try:
+            response = await self.client.auth_test()
+        except SlackApiError as exc:
+            error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+            raise StartupError(
+                f"Slack refused the bot token (auth.test: {error or exc.response.status_code}); check SLACK_BOT_TOKEN"
+            ) from None
+        except (aiohttp.ClientError, TimeoutError):
+            raise StartupError("cannot reach the Slack Web API; check the network and SLACK_API_BASE") from None
         self.identity = dict(response.data) if isinstance(response.data, dict) else {}
         return self
 
@@ -147,6 +159,10 @@ class SlackBot:
 
     async def stop_intake(self) -> None:
         await self.stop()
+
+    async def recover(self, entry: JournalEntry) -> None:
+        """Finish an answer a dead replica left in the journal (see bots/slack/recovery.py)."""
+        await recover(self.context, self.client, entry)
 
     async def start_socket_mode(self) -> None:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler

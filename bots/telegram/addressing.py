@@ -24,13 +24,17 @@ def topic_of(message: Message) -> int | None:
     return message.message_thread_id if message.is_topic_message else None
 
 
+def group_key(chat_id: int, *, bot_id: int, topic: int | None = None) -> ChatKey:
+    """A group's conversation (or one forum topic's); the group is the Dify user."""
+    scope = f"tg:{bot_id}:{chat_id}" + (f":{topic}" if topic is not None else "")
+    return ChatKey(platform="telegram", scope=scope, user=f"tg-chat-{chat_id}")
+
+
 def chat_key(message: Message, *, bot_id: int) -> ChatKey:
     """Private chats: the person's conversation. Groups: one per chat, or per forum topic."""
     chat = message.chat
     if chat.type in GROUP_TYPES:
-        topic = topic_of(message)
-        scope = f"tg:{bot_id}:{chat.id}" + (f":{topic}" if topic is not None else "")
-        return ChatKey(platform="telegram", scope=scope, user=f"tg-chat-{chat.id}")
+        return group_key(chat.id, bot_id=bot_id, topic=topic_of(message))
     user_id = message.from_user.id if message.from_user else chat.id
     return ChatKey(platform="telegram", scope=f"tg:{bot_id}:{chat.id}", user=f"tg-{user_id}")
 

@@ -11,7 +11,7 @@ from aiogram import Bot, F, Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from bots.telegram.addressing import GROUP_TYPES, addressed_query, chat_key, topic_of
+from bots.telegram.addressing import GROUP_TYPES, addressed_query, chat_key, group_key, topic_of
 from bots.telegram.surface import TelegramSurface
 from core.answering import AnswerPipeline
 from core.errors import BotError
@@ -129,11 +129,35 @@ def build_router(ctx: TelegramContext) -> Router:
             return
         await answer(ctx, bot, message, addressed.query)
 
+    @router.message(F.migrate_to_chat_id)
+    async def migrated(message: Message, bot: Bot) -> None:
+        """The group became a supergroup: its conversation continues there."""
+        assert message.migrate_to_chat_id is not None
+        old = group_key(message.chat.id, bot_id=bot.id)
+        new = group_key(message.migrate_to_chat_id, bot_id=bot.id)
+        service = ctx.pipeline.service
+        try:
+            # Behind any answer still running in the old group, so that its conversation moves too.
+            async with service.store.lock(old, wait=service.lock_wait, order=message.message_id):
+                await service.store.move(old, new)
+        except BotError as exc:
+            log.warning("could not move the conversation of chat %s: %r", message.chat.id, exc)
+
     @router.message(F.chat.type == "private")
     async def non_text(message: Message, bot: Bot) -> None:
         await _say(ctx, bot, message, text("empty_message", _lang(message)))
 
     return router
+
+
+# The parts of the user's message an answer needs again after a crash: where to reply, who asked.
+ORIGIN_FIELDS = {"message_id", "date", "chat", "from_user", "message_thread_id", "is_topic_message"}
+
+
+def origin_of(message: Message, query: str) -> dict[str, Any]:
+    """The answer journal's description of the user's message (JSON); bots/telegram/recovery.py reads it."""
+    dumped = message.model_dump(mode="json", include=ORIGIN_FIELDS, exclude_none=True, by_alias=True)
+    return {"message": dumped, "query": query}
 
 
 async def answer(ctx: TelegramContext, bot: Bot, message: Message, query: str) -> RenderStats:
@@ -157,5 +181,10 @@ async def answer(ctx: TelegramContext, bot: Bot, message: Message, query: str) -
         )
 
     return await ctx.pipeline.answer(
-        chat=chat_key(message, bot_id=bot.id), text=query, sink=renderer, where=message.chat.id
+        chat=chat_key(message, bot_id=bot.id),
+        text=query,
+        sink=renderer,
+        where=message.chat.id,
+        origin=origin_of(message, query),
+        order=message.message_id,  # rises with every message of a chat: answered in the order sent
     )

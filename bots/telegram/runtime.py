@@ -14,7 +14,13 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramUnauthorizedError,
+)
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import BotCommand, TelegramObject, Update, User
@@ -24,10 +30,12 @@ from bots.front_door import DoorServices
 from bots.ordering import ChatGate
 from bots.telegram.errors import handle_errors
 from bots.telegram.handlers import COMMANDS, TelegramContext, build_router
+from bots.telegram.recovery import recover
 from bots.telegram.settings import TelegramSettings
 from bots.telegram.webhook import CheckedRequestHandler
-from core.conversations import ConversationStore
-from core.errors import BotError, StoreUnavailable
+from core.conversations import ConversationStore, on_queued
+from core.errors import BotError, StartupError, StoreUnavailable
+from core.journal import JournalEntry
 from core.keys import RedisKeys
 from core.render.throttle import ThrottleRegistry
 
@@ -122,7 +130,14 @@ class TelegramBot:
         self.me: User | None = None
 
     async def __aenter__(self) -> Self:
-        self.me = await self.bot.me()
+        try:
+            self.me = await self.bot.me()
+        except (TelegramUnauthorizedError, TelegramNotFound):
+            await self.bot.session.close()
+            raise StartupError("Telegram refused the bot token (getMe); check TELEGRAM_BOT_TOKEN") from None
+        except TelegramNetworkError:
+            await self.bot.session.close()
+            raise StartupError("cannot reach the Telegram Bot API; check the network and TELEGRAM_API_BASE") from None
         try:
             await self.bot.set_my_commands([BotCommand(command=c, description=d) for c, d in COMMANDS.items()])
         except TelegramAPIError as exc:
@@ -152,6 +167,8 @@ class TelegramBot:
         if turn is None:
             return await self._once(handler, event, data)
         async with turn:
+            # Arrival order matters only until the answer has its place in the chat's queue.
+            on_queued.set(turn.release)
             return await self._once(handler, event, data)
 
     async def _once(self, handler: Handler, event: Update, data: dict[str, Any]) -> Any:
@@ -179,6 +196,10 @@ class TelegramBot:
 
     async def stop_intake(self) -> None:
         await self.stop_polling()
+
+    async def recover(self, entry: JournalEntry) -> None:
+        """Finish an answer a dead replica left in the journal (see bots/telegram/recovery.py)."""
+        await recover(self.context, self.bot, entry)
 
     # ---- transports -----------------------------------------------------------------------------
 

@@ -35,8 +35,8 @@ class TelegramSettings(SettingsSection):
     @field_validator("webhook_url")
     @classmethod
     def _webhook_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("must be an https:// URL")
+        if value is not None and not re.match(r"^https://[^/\s]+", value):
+            raise ValueError("must be an https:// URL (Telegram only posts updates over HTTPS)")
         return value
 
     @field_validator("webhook_secret")

@@ -6,11 +6,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 from aiogram import Bot
 from aiogram.exceptions import (
+    ClientDecodeError,
     TelegramAPIError,
     TelegramBadRequest,
     TelegramForbiddenError,
+    TelegramMigrateToChat,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
@@ -37,6 +40,9 @@ TELEGRAM_LIMITS = SurfaceLimits(max_length=4000, cursor_length=2)
 CURSOR = " ▌"
 GENERAL_TOPIC = 1
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+# What a call fails with when the Bot API is unreachable or answers with something that is not the API
+# (a proxy's HTML error page): the next attempt may well work.
+UNREACHABLE = (ClientDecodeError, TelegramNetworkError, TelegramServerError, aiohttp.ClientError, TimeoutError, OSError)
 
 
 class TelegramSurface:
@@ -52,6 +58,8 @@ class TelegramSurface:
         self._reply_to = reply_to
         self._plain_only = False
         self.calls = 0
+        self.migrated_from: int | None = None  # the group this answer left when it became a supergroup
+        self._left_behind: set[int] = set()  # messages in the old group, handed back as gone
 
     def measure(self, markdown: str) -> int:
         return measure(markdown)
@@ -100,13 +108,35 @@ class TelegramSurface:
         return handle
 
     async def delete(self, handle: int) -> None:
+        chat_id = self.chat_id
+        if handle in self._left_behind and self.migrated_from is not None:
+            # Message ids count per chat: this one belongs to the old group, not to the supergroup.
+            self._left_behind.discard(handle)
+            chat_id = self.migrated_from
         try:
-            await self._bot.delete_message(chat_id=self.chat_id, message_id=handle)
+            await self._bot.delete_message(chat_id=chat_id, message_id=handle)
         except TelegramAPIError as exc:
             log.info("could not delete message %s: %s", handle, exc.message)
+        except UNREACHABLE as exc:
+            log.info("could not delete message %s: %s", handle, type(exc).__name__)
 
     async def typing(self) -> None:
-        await self._bot.send_chat_action(chat_id=self.chat_id, action="typing", message_thread_id=self._thread_id)
+        """Best effort: never raises."""
+        try:
+            await self._bot.send_chat_action(chat_id=self.chat_id, action="typing", message_thread_id=self._thread_id)
+        except TelegramMigrateToChat as exc:
+            self._migrate(exc.migrate_to_chat_id)
+        except (TelegramAPIError, *UNREACHABLE) as exc:
+            log.debug("typing failed: %s", type(exc).__name__)
+
+    def _migrate(self, new_chat_id: int) -> None:
+        """The group became a supergroup: answer there from now on, without replying to a message of the old one."""
+        if new_chat_id == self.chat_id:
+            return
+        log.info("chat %s became supergroup %s; answering there", self.chat_id, new_chat_id)
+        self.migrated_from = self.chat_id
+        self.chat_id = new_chat_id
+        self._reply_to = None
 
     async def status(self, text: str) -> None:
         """Unused: Telegram shows progress as a placeholder message."""
@@ -130,6 +160,15 @@ class TelegramSurface:
                     self._thread_id = None  # the topic is gone: answer in the chat itself
                     continue
                 raise _map_bad_request(reason) from exc
+            except TelegramMigrateToChat as exc:
+                old_chat = self.chat_id
+                self._migrate(exc.migrate_to_chat_id)
+                if self.chat_id == old_chat:
+                    raise SurfaceTransient("telegram moved the chat to itself") from exc
+                if isinstance(handle := getattr(exc.method, "message_id", None), int):
+                    self._left_behind.add(handle)
+                    raise SurfaceMessageGone("the group became a supergroup") from exc
+                continue  # a new message: send it to the supergroup
             except TelegramRetryAfter as exc:
                 raise SurfaceRateLimited(float(exc.retry_after)) from exc
             except (TelegramForbiddenError, TelegramUnauthorizedError) as exc:
@@ -138,6 +177,10 @@ class TelegramSurface:
                 raise SurfaceTransient(exc.message) from exc
             except TelegramAPIError as exc:
                 raise SurfaceTransient(exc.message) from exc
+            except ClientDecodeError as exc:  # e.g. a proxy's HTML 502 page instead of the Bot API's JSON
+                raise SurfaceTransient("telegram answered with something other than the Bot API") from exc
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise SurfaceTransient(type(exc).__name__) from exc
         raise SurfaceTransient("telegram kept refusing the message")
 
 

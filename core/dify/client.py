@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -14,15 +17,19 @@ from typing import Any, Self
 import aiohttp
 
 from core.dify.errors import (
+    DifyAppBusy,
     DifyAppUnavailable,
+    DifyBadBaseUrl,
     DifyError,
     DifyProtocolError,
     DifyTimeout,
     DifyTransportError,
+    DifyUnreachable,
     classify,
 )
 from core.dify.events import StreamEvent, event_from_json
 from core.dify.sse import SSEDecodeError, SSEDecoder, SSEMessage
+from core.errors import AnswerIdle
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,19 @@ WORKFLOW_MODE = "workflow"
 DEFAULT_RETRY_DELAYS = (0.5, 2.0)
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# False while answering a caller that retries by itself, so one busy answer is not retried twice over.
+_retry_busy: ContextVar[bool] = ContextVar("dify_retry_busy", default=True)
+
+
+@contextmanager
+def caller_retries() -> Iterator[None]:
+    """Within this block a busy app (429 too_many_requests) is not retried: the caller gets it and retries."""
+    token = _retry_busy.set(False)
+    try:
+        yield
+    finally:
+        _retry_busy.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +72,20 @@ class DifyClient:
         api_key: str,
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
+        idle_timeout: float = 120.0,
         app_mode: str = "",
         workflow_input: str = "query",
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         sleep: Sleep = asyncio.sleep,
         session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._mode = app_mode
+        self._idle_timeout = idle_timeout
+        self._clock = clock
         self._workflow_input = workflow_input
         self._retry_delays = tuple(retry_delays)
         self._sleep = sleep
@@ -104,6 +128,7 @@ class DifyClient:
                     raise await _error_from_response(response)
                 if response.status == 204:
                     return None
+                _not_an_html_page(response, f"{method} {path}")
                 return await response.json(content_type=None)
 
     async def info(self) -> AppInfo:
@@ -185,6 +210,8 @@ class DifyClient:
                     response.release()
             if not error.retryable or attempt >= len(self._retry_delays):
                 raise error
+            if isinstance(error, DifyAppBusy) and not _retry_busy.get():
+                raise error
             delay = self._retry_delays[attempt]
             attempt += 1
             log.warning("dify %s failed (%r), retry %d in %.1fs", path, error, attempt, delay)
@@ -193,17 +220,26 @@ class DifyClient:
     async def _stream(self, path: str, body: Mapping[str, Any]) -> AsyncGenerator[StreamEvent, None]:
         response = await self._open(path, body)
         try:
+            _not_an_html_page(response, f"POST {path}")
             if "json" in response.content_type:
                 # A 200 JSON body here is a blocking answer or an error object, not a stream.
                 raise DifyProtocolError(f"POST {path} answered JSON instead of an event stream")
             decoder = SSEDecoder()
             try:
                 with _transport_errors(f"the stream of POST {path}"):
+                    active_at = self._clock()
                     async for chunk in response.content.iter_any():
+                        active = False
                         for message in decoder.feed(chunk):
                             event = _event(message)
                             if event is not None:
+                                active = True
                                 yield event
+                        # Pings keep the connection open but say nothing about progress.
+                        if active:
+                            active_at = self._clock()
+                        elif self._clock() - active_at >= self._idle_timeout:
+                            raise AnswerIdle(f"only pings for {self._idle_timeout:g}s on POST {path}")
                     for message in decoder.flush():
                         event = _event(message)
                         if event is not None:
@@ -221,8 +257,20 @@ def _transport_errors(what: str) -> Iterator[None]:
         yield
     except TimeoutError as exc:
         raise DifyTimeout(f"{what}: nothing arrived within the timeout") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise DifyUnreachable(f"{what} failed: {_connect_failure(exc)} ({type(exc).__name__}: {exc})") from exc
     except (aiohttp.ClientError, json.JSONDecodeError) as exc:
         raise DifyTransportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _connect_failure(error: aiohttp.ClientConnectorError) -> str:
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return "certificate not accepted"
+    if isinstance(error.os_error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error.os_error, socket.gaierror):
+        return "name or service not known"
+    return "no connection"
 
 
 def _event(message: SSEMessage) -> StreamEvent | None:
@@ -233,6 +281,13 @@ def _event(message: SSEMessage) -> StreamEvent | None:
         return event_from_json(json.loads(message.data))
     except ValueError as exc:
         raise DifyProtocolError(f"malformed event JSON: {exc}") from exc
+
+
+def _not_an_html_page(response: aiohttp.ClientResponse, what: str) -> None:
+    """A web page where the Service API answers JSON or events: DIFY_BASE_URL points somewhere else."""
+    if response.content_type in ("text/html", "application/xhtml+xml"):
+        where = response.url.with_query(None)
+        raise DifyBadBaseUrl(f"{what} answered an HTML page (HTTP {response.status}) from {where}")
 
 
 async def _error_from_response(response: aiohttp.ClientResponse) -> DifyError:
@@ -250,4 +305,8 @@ async def _error_from_response(response: aiohttp.ClientResponse) -> DifyError:
     if isinstance(data, Mapping):
         code = str(data["code"]) if data.get("code") is not None else None
         message = str(data.get("message") or message)
+    elif response.status in (404, 405):
+        # Dify answers unknown routes with an HTML page, never its JSON envelope: the base URL is wrong.
+        where = response.url.with_query(None)
+        return DifyBadBaseUrl(f"HTTP {response.status} without Dify's JSON from {where}", status=response.status)
     return classify(response.status, code, message)

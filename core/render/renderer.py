@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import Any, Literal
 
 from core.answer import ContextReset, Done, Failed, Files, Progress, ReplyEvent, TextDelta, TextReplace
 from core.errors import BotError
@@ -17,7 +18,6 @@ from core.render.surface import (
     MessageSurface,
     SurfaceBlocked,
     SurfaceBusy,
-    SurfaceError,
     SurfaceMessageGone,
     SurfaceRateLimited,
     SurfaceTooLong,
@@ -26,18 +26,39 @@ from core.render.surface import (
 from core.render.throttle import Budget, Clock, Sleep
 from core.texts import Lang, friendly_error, progress_line, text
 
-__all__ = ["FINAL_ATTEMPTS", "FINAL_DEADLINE", "MAX_FINAL_PAUSE", "MAX_STRIKES", "RenderStats", "StreamRenderer"]
+__all__ = [
+    "BACKOFF_CAP",
+    "BACKOFF_FIRST",
+    "FINAL_DEADLINE",
+    "MAX_STRIKES",
+    "RETRY_MARGIN",
+    "RenderStats",
+    "StreamRenderer",
+]
 
 log = logging.getLogger(__name__)
 
-MAX_STRIKES = 3
-FINAL_ATTEMPTS = 6  # failures other than "wait" answers (network, 5xx) before giving up a final frame
-FINAL_DEADLINE = 600.0  # seconds a final frame keeps waiting out rate limits
-MAX_FINAL_PAUSE = 120.0
+MAX_STRIKES = 3  # rate-limit answers after which only the final frame goes out
+FINAL_DEADLINE = 600.0  # seconds a final frame keeps trying through rate limits and outages
+RETRY_MARGIN = 0.15  # seconds after a platform's retry_after before trying again
+BACKOFF_FIRST = 0.5  # first wait after a transient failure of a final frame; doubles up to the cap
+BACKOFF_CAP = 5.0
+
+Outcome = Literal["ok", "again", "transient"]  # taken; try again at once (after any pause); back off
+
+
+FrameHook = Callable[[int, Any, str, bool], None]
+"""Called after message `index` (handle) took a frame: (index, handle, markdown without cursor, final)."""
 
 
 class StreamRenderer:
     """Renders one answer onto one surface. Call `render(events)` once."""
+
+    _frame_hook: FrameHook | None = None
+
+    def on_frame(self, callback: FrameHook) -> None:
+        """Report every delivered frame to `callback` (the answer journal); it must not raise."""
+        self._frame_hook = callback
 
     def __init__(
         self,
@@ -66,8 +87,6 @@ class StreamRenderer:
         self._has_text = asyncio.Event()
         self._finished = asyncio.Event()
         self._strikes = 0
-        self._cut_smaller = False
-        self._rate_limited_last = False
         self._blocked = False
         self._interrupting = False
         self._reader: asyncio.Task[None] | None = None
@@ -200,6 +219,7 @@ class StreamRenderer:
         """At most one operation per throttle slot, always with the latest text; never delays the final."""
         started = self._clock()
         frames = self._frames
+        backoff = BACKOFF_FIRST
         while not self._finished.is_set() and not self._blocked:
             if not self._sent and not frames.has_text and not self._placeholder:
                 await self._wait(self._has_text, None)  # nothing to show in the chat before text
@@ -235,74 +255,91 @@ class StreamRenderer:
             if not self._throttle.try_take():
                 self._changed.set()
                 continue
-            if not await self._apply_part(index, parts, final=status_only or index < len(parts) - 1):
+            outcome = await self._apply_part(index, parts, final=status_only or index < len(parts) - 1)
+            if outcome == "transient":
+                # The platform may be down: skip frames for a while rather than knock at every slot.
+                self._changed.set()
+                await self._wait(self._finished, backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP)
+            elif outcome != "ok":
                 self._changed.set()  # retry the frame at the next slot
-            elif self._sent.first_difference(parts, final=status_only) is not None:
-                self._changed.set()  # a rollover needs a second operation
+            else:
+                backoff = BACKOFF_FIRST
+                if self._sent.first_difference(parts, final=status_only) is not None:
+                    self._changed.set()  # a rollover needs a second operation
 
     async def _write_final(self) -> None:
-        attempts = 0
-        final_started = self._clock()
+        deadline = self._clock() + FINAL_DEADLINE
+        backoff = BACKOFF_FIRST
+        parts: list[str] = []
         while not self._blocked:
             parts = self._frames.final_parts()
             index = self._sent.first_difference(parts, final=True)
             if index is None:
                 break
+            if self._clock() + self._throttle.delay() > deadline:
+                self._give_up()
+                break
             await self._throttle.take(self._sleep)
-            if not await self._apply_part(index, parts, final=True):
-                if self._cut_smaller or self._rate_limited_last:
-                    # Cut smaller, or told to wait: not a failed attempt, as long as time allows.
-                    self._cut_smaller = self._rate_limited_last = False
-                    if self._clock() - final_started < FINAL_DEADLINE:
-                        continue
-                attempts += 1
-                if attempts >= FINAL_ATTEMPTS or self._clock() - final_started >= FINAL_DEADLINE:
-                    log.error("giving up on the final frame after %d attempts", attempts)
-                    self.stats.outcome = "undelivered"
+            outcome = await self._apply_part(index, parts, final=True)
+            if outcome == "ok":
+                backoff = BACKOFF_FIRST
+            elif outcome == "transient":
+                left = deadline - self._clock()
+                if left <= 0:
+                    self._give_up()
                     break
+                await self._sleep(min(backoff, left))  # the platform may be down: try again, less often
+                backoff = min(backoff * 2, BACKOFF_CAP)
         for handle in self._sent.handles_from(len(parts)):
-            with contextlib.suppress(SurfaceError):
+            try:
                 await self._throttle.take(self._sleep)
                 await self._surface.delete(handle)
+            except Exception as exc:  # best effort: a leftover message must not keep the answer open
+                log.info("could not delete a leftover message: %r", exc)
+            finally:
+                self._throttle.release()
         self._sent.drop_from(len(parts))
         self.stats.final_at = self._clock()
 
-    async def _apply_part(self, index: int, parts: list[str], *, final: bool) -> bool:
-        """Send or edit message `index` in the slot already taken; True when the platform took it."""
+    def _give_up(self) -> None:
+        log.error("giving up on the final frame after %d failures", len(self.stats.errors) + self.stats.rate_limited)
+        self.stats.outcome = "undelivered"
+
+    async def _apply_part(self, index: int, parts: list[str], *, final: bool) -> Outcome:
+        """Send or edit message `index` in the slot already taken, and say what to do next."""
         try:
             await self._call_surface(index, parts[index], final=final)
         except SurfaceBusy as exc:
             self._throttle.pause(exc.retry_after)  # our own budget: wait, no strike
-            return False
+            return "again"
         except SurfaceRateLimited as exc:
             self.stats.rate_limited += 1
-            self._strikes += 1
-            # Honour Retry-After, and back off further while the platform keeps refusing.
-            growth = 2.0 ** max(0, self._strikes - MAX_STRIKES)
-            self._throttle.pause(min(exc.retry_after * growth, MAX_FINAL_PAUSE))
-            self._rate_limited_last = True
-            return False
+            self._strikes += 1  # enough strikes stop interim frames; the final waits only as long as asked
+            self._throttle.pause(exc.retry_after + RETRY_MARGIN)
+            return "again"
         except SurfaceMessageGone:
             gone = self._sent.handle(index)
             self._sent.drop_from(index)  # continue in a new message
             with contextlib.suppress(Exception):
                 await self._surface.delete(gone)  # it may still show an interim frame
-            return False
+            return "again"
         except SurfaceTooLong:
             self._frames.shrink()
-            self._cut_smaller = True
-            return False
+            return "again"
         except SurfaceBlocked:
             await self._block()
-            return False
+            return "again"
         except SurfaceTransient as exc:
             self.stats.errors.append(repr(exc))
-            if final:
-                await self._sleep(min(2.0, 0.25 * (1 + len(self.stats.errors))))
-            return False
+            return "transient"
+        except Exception as exc:  # a failure the surface did not map must not leave the answer unfinished
+            log.warning("unexpected failure of a platform call: %r", exc)
+            self.stats.errors.append(repr(exc))
+            return "transient"
         if self.stats.first_text_at is None and self._frames.has_text:
             self.stats.first_text_at = self._clock()
-        return True
+        return "ok"
 
     async def _call_surface(self, index: int, part: str, *, final: bool) -> None:
         try:
@@ -315,6 +352,8 @@ class StreamRenderer:
                 self._sent.append(handle, part, final=final)
                 self.stats.sends += 1
                 self.stats.messages = len(self._sent)
+            if self._frame_hook is not None:
+                self._frame_hook(index, handle, part, final)
         finally:
             self._throttle.release()
 

@@ -72,6 +72,7 @@ def outcome(event: ReplyEvent) -> str:
     kind = {
         errors.DifyProviderError: "error:completion_request_error",
         errors.DifyRunFailed: "error:workflow_failed",
+        errors.DifyBadRequest: "error:invalid_param",
         errors.DifyTransportError: "error:transport",
         errors.DifyProtocolError: "unknown",
     }
@@ -88,6 +89,8 @@ async def test_every_transcript_reduces_to_the_right_answer(dify: FakeDify, name
     expected = EXPECTED_OUTCOME[name]
     if name in ("chatflow_llm_failed", "workflow_failed"):
         expected = "error:completion_request_error"  # "[openai] ... Error" in a failed run is the provider's
+    if name == "chatflow_failed_before_start":
+        expected = "error:invalid_param"  # "query is required": classified like its HTTP 400 twin
     assert outcome(events[-1]) == expected
     assert sum(isinstance(e, Done | Failed) for e in events) == 1
     if isinstance(events[-1], Failed):

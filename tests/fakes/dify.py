@@ -175,6 +175,15 @@ class DropBeforeHeaders:
 
 
 @dataclass(frozen=True)
+class RawHttp:
+    """A recorded non-stream response replayed as is: status, content type and body bytes."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
 class StreamError:
     """HTTP 200, the mode's transcript with `after_text` streamed, then an in-stream `error` event."""
 
@@ -185,7 +194,7 @@ class StreamError:
     after_text: str = ""
 
 
-HttpReply = HttpError | HtmlError | DropBeforeHeaders
+HttpReply = HttpError | HtmlError | DropBeforeHeaders | RawHttp
 StreamReply = Answer | Transcript | StreamError
 Reply = StreamReply | HttpReply
 
@@ -519,6 +528,7 @@ def answer_steps(ctx: ReplyContext, reply: Answer) -> list[Step]:
         ]
     elif ctx.mode == "workflow":
         events = [
+            PING,
             *ev.flow_head(),
             *with_ping([ev.text_chunk(chunk) for chunk in chunks]),
             *ev.flow_tail(text),
@@ -544,7 +554,7 @@ def stream_error_steps(ctx: ReplyContext, reply: StreamError) -> list[Step]:
         head = [PING, *ev.flow_head()]
         deltas = [ev.message(chunk, selector=["llm", "text"]) for chunk in chunks]
     elif ctx.mode == "workflow":
-        head = ev.flow_head()
+        head = [PING, *ev.flow_head()]
         deltas = [ev.text_chunk(chunk) for chunk in chunks]
     elif ctx.mode == "agent":
         deltas = [ev.message(reply.after_text)] if reply.after_text else []
@@ -559,6 +569,33 @@ def stop_tail(ctx: ReplyContext) -> list[bytes]:
     if ctx.mode in ("advanced-chat", "workflow"):
         return [ev.workflow_finished("stopped", {}, error="Stopped by user.")]
     return [ev.message_end()]
+
+
+def failed_run_steps(ctx: ReplyContext, error: str) -> list[Step]:
+    """Dify 1.15's refusal after HTTP 200: ping, a synthetic `workflow_started` and a failed `workflow_finished`
+    whose `task_id` is the run id, without conversation_id or message_id."""
+    run = ctx.workflow_run_id
+    started = {"id": run, "workflow_id": WORKFLOW_ID, "inputs": {}, "created_at": ctx.created_at, "reason": "initial"}
+    finished: dict[str, Any] = {
+        "id": run,
+        "workflow_id": WORKFLOW_ID,
+        "status": "failed",
+        "outputs": None,
+        "error": error,
+        "elapsed_time": 0.0,
+        "total_tokens": 0,
+        "total_steps": 0,
+        "created_by": {},
+        "created_at": ctx.created_at,
+        "finished_at": ctx.created_at,
+        "exceptions_count": 1,
+        "files": [],
+    }
+    return [
+        PING,
+        sse({"event": "workflow_started", "task_id": run, "workflow_run_id": run, "data": started}),
+        sse({"event": "workflow_finished", "task_id": run, "workflow_run_id": run, "data": finished}),
+    ]
 
 
 def blocking_body(ctx: ReplyContext, text: str) -> dict[str, Any]:
@@ -636,21 +673,49 @@ class _ApiError(Exception):
         self.message = message
 
 
+def dify_dumps(value: Any) -> str:
+    """JSON as Dify's API writes it outside streams: compact, ASCII with \\uXXXX, `/` escaped, newline."""
+    return json.dumps(value, separators=(",", ":")).replace("/", "\\/") + "\n"
+
+
+def dify_json(value: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(value, status=status, headers=headers, dumps=dify_dumps)
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="api"'} if status == 401 else None
-    return web.json_response({"code": code, "message": message, "status": status}, status=status, headers=headers)
+    return dify_json({"code": code, "message": message, "status": status}, status=status, headers=headers)
+
+
+# Werkzeug's page for a route that does not exist (Dify answers unknown routes with HTML, not JSON).
+NOT_FOUND_HTML = (
+    "<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n"
+    "<p>The requested URL was not found on the server. If you entered the URL manually please check your "
+    "spelling and try again.</p>\n"
+)
 
 
 _NOT_JSON = object()
 _JSON_BODY = web.RequestKey("dify_fake_json_body", object)
-_NOT_FOUND_TEXT = (
-    "The requested URL was not found on the server. If you entered the URL manually please check your "
-    "spelling and try again."
+
+
+# What a chat app whose model cannot be reached answers (reference real-dify-1.15/52_chat_stream.raw).
+PLUGIN_DAEMON_DOWN = HttpError(
+    400,
+    "invalid_param",
+    "Failed to request plugin daemon, url: plugin/9630bb80-cc01-492a-8fe7-69be1df1c381/management/models",
 )
 
 
-def _conversation_not_exists() -> _ApiError:
-    return _ApiError(404, "not_found", "Conversation Not Exists.")
+def _conversation_not_exists(route: str = "") -> _ApiError:
+    """Dify's 404; on /chat-messages flask-restx appends its route suggestion to the message."""
+    message = "Conversation Not Exists."
+    if route == "/v1/chat-messages":
+        message += (
+            " You have requested this URI [/v1/chat-messages] but did you mean /v1/chat-messages or "
+            "/api/chat-messages or /v1/chat-messages/<string:task_id>/stop ?"
+        )
+    return _ApiError(404, "not_found", message)
 
 
 _MODE_MISMATCH = "Please check if your app mode matches the right API route."
@@ -686,12 +751,18 @@ class FakeDify:
         name: str = "Test App",
         opening_statement: str = "Hello! Ask me anything.",
         chatflow_reuses_unknown: bool = True,
+        workflow_required_inputs: tuple[str, ...] = (),
+        files_enabled: bool = False,
     ) -> None:
         self.api_key = api_key
         self.mode = mode
         self.name = name
         self.opening_statement = opening_statement
         self.chatflow_reuses_unknown = chatflow_reuses_unknown
+        self.workflow_required_inputs = workflow_required_inputs
+        self.user_input_form: list[dict[str, Any]] = []  # what /parameters lists as the app's input form
+        self.files_enabled = files_enabled
+        self.uploads: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
         self.stops: list[str] = []
         self.conversations: dict[str, str] = {}
@@ -717,7 +788,9 @@ class FakeDify:
         app.router.add_get("/v1/info", self._info)
         app.router.add_get("/v1/parameters", self._parameters)
         app.router.add_get("/v1/messages", self._list_messages)
+        app.router.add_post("/v1/files/upload", self._upload)
         app.router.add_get("/files/tools/{filename}", self._tool_file)
+        app.router.add_route("*", "/api/{tail:.*}", self._web_app_api)
         self._runner, self._port = await serve_locally(app, shutdown_timeout=1.0)
         return self
 
@@ -757,7 +830,7 @@ class FakeDify:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
-        raw = await request.read()
+        raw = b"" if request.content_type == "multipart/form-data" else await request.read()
         body: Any = _NOT_JSON
         if raw:
             try:
@@ -779,7 +852,7 @@ class FakeDify:
         except _ApiError as err:
             return error_response(err.status, err.code, err.message)
         except web.HTTPNotFound:
-            return error_response(404, "not_found", _NOT_FOUND_TEXT)
+            return web.Response(status=404, text=NOT_FOUND_HTML, content_type="text/html")
         except web.HTTPMethodNotAllowed:
             return error_response(405, "method_not_allowed", "The method is not allowed for the requested URL.")
         except Exception as exc:
@@ -826,9 +899,9 @@ class FakeDify:
 
     def _queued_http_reply(self) -> HttpReply | None:
         """Pop a queued HttpError / HtmlError / DropBeforeHeaders: those happen before the generator."""
-        if self._replies and isinstance(self._replies[0], HttpError | HtmlError | DropBeforeHeaders):
+        if self._replies and isinstance(self._replies[0], HttpError | HtmlError | DropBeforeHeaders | RawHttp):
             head = self._replies.popleft()
-            assert isinstance(head, HttpError | HtmlError | DropBeforeHeaders)
+            assert isinstance(head, HttpError | HtmlError | DropBeforeHeaders | RawHttp)
             return head
         return None
 
@@ -838,6 +911,8 @@ class FakeDify:
             return error_response(reply.status, reply.code, reply.message)
         if isinstance(reply, HtmlError):
             return web.Response(status=reply.status, text=reply.body, content_type="text/html")
+        if isinstance(reply, RawHttp):
+            return web.Response(status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type})
         if request.transport is not None:
             request.transport.close()
         return web.Response()  # never sent: the transport is already closing
@@ -862,17 +937,18 @@ class FakeDify:
         if early is not None:
             return self._http_reply(request, early)
         if payload.query == "":
-            raise _ApiError(400, "invalid_param", "query is required")
+            if mode != "advanced-chat" or response_mode != "streaming":
+                raise _ApiError(400, "invalid_param", "query is required")
+            return await self._failed_run(request, mode, user, "query is required")
         conversation_id = payload.conversation_id
         if conversation_id is not None and self.conversations.get(conversation_id) != user:
-            reuse = mode == "advanced-chat" and self.chatflow_reuses_unknown and response_mode == "streaming"
-            if not reuse:
-                raise _conversation_not_exists()
+            if not (mode == "advanced-chat" and self.chatflow_reuses_unknown):
+                raise _conversation_not_exists(request.path)
             conversation_id = None
         is_new = conversation_id is None
         ctx = self._context(mode, user, payload.inputs, payload.query, conversation_id or str(uuid.uuid4()))
         reply = self._take_reply(ctx)
-        if isinstance(reply, HttpError | HtmlError | DropBeforeHeaders):
+        if isinstance(reply, HttpError | HtmlError | DropBeforeHeaders | RawHttp):
             return self._http_reply(request, reply)
         if is_new:
             self.conversations[ctx.conversation_id] = user
@@ -891,12 +967,22 @@ class FakeDify:
         early = self._queued_http_reply()
         if early is not None:
             return self._http_reply(request, early)
+        missing = [name for name in self.workflow_required_inputs if not payload.inputs.get(name)]
+        if missing and payload.response_mode == "streaming":
+            return await self._failed_run(request, "workflow", user, f"{missing[0]} is required in input form")
+        if missing:
+            raise _ApiError(400, "invalid_param", f"{missing[0]} is required in input form")
         query = payload.inputs.get("query")
         ctx = self._context("workflow", user, payload.inputs, query if isinstance(query, str) else "", "")
         reply = self._take_reply(ctx)
-        if isinstance(reply, HttpError | HtmlError | DropBeforeHeaders):
+        if isinstance(reply, HttpError | HtmlError | DropBeforeHeaders | RawHttp):
             return self._http_reply(request, reply)
         return await self._respond(request, ctx, reply, streaming=payload.response_mode == "streaming")
+
+    async def _failed_run(self, request: web.Request, mode: str, user: str, error: str) -> web.StreamResponse:
+        """A refusal Dify 1.15 reports after HTTP 200: ping, synthetic workflow_started, failed run."""
+        ctx = self._context(mode, user, {}, "", "")
+        return await self._stream(request, ctx, failed_run_steps(ctx, error), stoppable=False)
 
     @staticmethod
     def _context(mode: str, user: str, inputs: dict[str, Any], query: str, conversation_id: str) -> ReplyContext:
@@ -1025,7 +1111,7 @@ class FakeDify:
         live = self._streams.get(task_id)
         if live is not None and live.stoppable:
             live.wake.set()
-        return web.json_response({"result": "success"})
+        return dify_json({"result": "success"})
 
     async def _chat_stop(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)
@@ -1051,13 +1137,13 @@ class FakeDify:
         except ValueError:
             raise web.HTTPNotFound() from None
         if self.conversations.get(conversation_id) != user:
-            raise _conversation_not_exists()
+            raise _conversation_not_exists(request.path)
         del self.conversations[conversation_id]
         return web.Response(status=204)
 
     async def _info(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)
-        return web.json_response(
+        return dify_json(
             {
                 "name": self.name,
                 "description": "A fake Dify app for tests.",
@@ -1069,7 +1155,7 @@ class FakeDify:
 
     async def _parameters(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)
-        return web.json_response(
+        return dify_json(
             {
                 "opening_statement": self.opening_statement,
                 "suggested_questions": [],
@@ -1079,16 +1165,9 @@ class FakeDify:
                 "retriever_resource": {"enabled": True},
                 "annotation_reply": {"enabled": False},
                 "more_like_this": {"enabled": False},
-                "user_input_form": [],
+                "user_input_form": self.user_input_form,
                 "sensitive_word_avoidance": {"enabled": False, "type": "", "configs": []},
-                "file_upload": {
-                    "image": {
-                        "enabled": False,
-                        "number_limits": 3,
-                        "detail": "high",
-                        "transfer_methods": ["remote_url", "local_file"],
-                    }
-                },
+                "file_upload": self._file_upload(),
                 "system_parameters": {
                     "file_size_limit": 15,
                     "image_file_size_limit": 10,
@@ -1099,15 +1178,81 @@ class FakeDify:
             }
         )
 
+    def _file_upload(self) -> dict[str, Any]:
+        """Chat apps still describe images under `image`; Chatflow and workflow apps (1.15) have no `image` key."""
+        if self.mode in ("advanced-chat", "workflow"):
+            return {
+                "allowed_file_extensions": [],
+                "allowed_file_types": ["image", "document"],
+                "allowed_file_upload_methods": ["local_file", "remote_url"],
+                "enabled": self.files_enabled,
+                "fileUploadConfig": {
+                    "audio_file_size_limit": 50,
+                    "batch_count_limit": 5,
+                    "file_size_limit": 15,
+                    "image_file_size_limit": 10,
+                    "video_file_size_limit": 100,
+                    "workflow_file_upload_limit": 10,
+                },
+                "number_limits": 3,
+            }
+        return {
+            "image": {
+                "enabled": self.files_enabled,
+                "number_limits": 3,
+                "detail": "high",
+                "transfer_methods": ["remote_url", "local_file"],
+            }
+        }
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        """POST /files/upload: multipart `file` (with a content type) and `user`; 201 with a signed source_url."""
+        self._authorize(request)
+        form = await request.post()
+        upload = form.get("file")
+        if not isinstance(upload, web.FileField):
+            raise _ApiError(400, "no_file_uploaded", "Please upload your file.")
+        if not upload.content_type or upload.content_type == "application/octet-stream":
+            raise _ApiError(415, "unsupported_file_type", "File type not allowed.")
+        data = upload.file.read()
+        file_id = str(uuid.uuid4())
+        created = int(time.time())
+        user = str(form.get("user") or "DEFAULT-USER")
+        signature = f"timestamp={created}&nonce={uuid.uuid4().hex}&sign=c2lnbmVk"
+        name = upload.filename or "file"
+        record = {
+            "id": file_id,
+            "reference": None,
+            "name": name,
+            "size": len(data),
+            "extension": name.rsplit(".", 1)[-1] if "." in name else "",
+            "mime_type": upload.content_type,
+            "created_by": str(uuid.uuid5(uuid.NAMESPACE_URL, f"end-user:{user}")),
+            "created_at": created,
+            "preview_url": None,
+            "source_url": f"{self.host_url}/files/{file_id}/file-preview?{signature}",
+            "original_url": None,
+            "user_id": None,
+            "tenant_id": APP_ID,
+            "conversation_id": None,
+            "file_key": None,
+        }
+        self.uploads[file_id] = {**record, "user": user, "data": data}
+        return dify_json(record, status=201)
+
     async def _list_messages(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)
         user = self._user(request.query, required=True)
         conversation_id = request.query.get("conversation_id", "")
         if not conversation_id or self.conversations.get(conversation_id) != user:
-            raise _conversation_not_exists()
+            raise _conversation_not_exists(request.path)
         data = [m for m in self.messages if m["conversation_id"] == conversation_id]
         limit = 20
-        return web.json_response({"limit": limit, "has_more": len(data) > limit, "data": data[-limit:]})
+        return dify_json({"limit": limit, "has_more": len(data) > limit, "data": data[-limit:]})
+
+    async def _web_app_api(self, request: web.Request) -> web.StreamResponse:
+        """Dify's web-app API, which a base URL ending in /api reaches: it wants a web-app passport, not a key."""
+        raise _ApiError(401, "unauthorized", "App token is missing.")
 
     async def _tool_file(self, request: web.Request) -> web.StreamResponse:
         if not {"timestamp", "nonce", "sign"} <= request.query.keys():

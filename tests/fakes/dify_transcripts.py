@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.fakes.dify import (
@@ -12,9 +13,12 @@ from tests.fakes.dify import (
     WORKFLOW_ID,
     Drop,
     Events,
+    RawHttp,
+    Reply,
     ReplyContext,
     SplitWrite,
     Step,
+    Transcript,
     metadata,
     sse,
 )
@@ -464,3 +468,58 @@ EXPECTED_OUTCOME: dict[str, str] = {
     "eof_without_outcome": "unknown",
     "dropped_mid_stream": "error:transport",
 }
+
+
+# --- real Dify 1.15 responses, replayed byte for byte ---------------------------------
+
+REAL_DIFY = Path(__file__).parent / "real_dify_1_15"  # NN_name.raw: status line, headers, body as received
+
+
+def _dechunk(body: bytes) -> list[bytes]:
+    """The chunks of a chunked body, each kept whole so it is written (and read) as one piece."""
+    chunks: list[bytes] = []
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        chunks.append(body[:size])
+        body = body[size + 2 :]
+    return chunks
+
+
+def recorded(name: str) -> Reply:
+    """The response recorded in `NN_name.raw`: an event stream replays its chunks, anything else its bytes."""
+    raw = (REAL_DIFY / f"{name}.raw").read_bytes()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {key.strip().lower(): value.strip() for key, _, value in (line.partition(":") for line in header_lines)}
+    chunks = _dechunk(body) if headers.get("transfer-encoding") == "chunked" else [body]
+    status = int(status_line.split()[1])
+    content_type = headers.get("content-type", "")
+    if status == 200 and content_type.startswith("text/event-stream"):
+        steps: list[Step] = list(chunks)
+        return Transcript(lambda ctx: steps)
+    return RawHttp(status=status, content_type=content_type, body=b"".join(chunks))
+
+
+def recorded_body(name: str) -> bytes:
+    """The body bytes of a recorded response, de-chunked."""
+    reply = recorded(name)
+    if isinstance(reply, RawHttp):
+        return reply.body
+    assert isinstance(reply, Transcript)
+    return b"".join(step for step in reply.build(_NO_CONTEXT) if isinstance(step, bytes))
+
+
+_NO_CONTEXT = ReplyContext(
+    query="",
+    user="",
+    inputs={},
+    conversation_id="",
+    message_id="",
+    task_id="",
+    workflow_run_id="",
+    mode="",
+    created_at=0,
+)

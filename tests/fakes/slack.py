@@ -29,6 +29,11 @@ DEFAULT_RATE_LIMITS: dict[str, int] = {
 OAUTH_SCOPES = "app_mentions:read,chat:write,im:history,commands"
 RATE_WINDOW_SECONDS = 60.0
 MAX_BLOCKS = 50
+# What a proxy in front of the Web API answers when the API behind it is down.
+BAD_GATEWAY_HTML = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
+)
 CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
 
 Args = dict[str, Any]
@@ -124,6 +129,9 @@ class FakeSlack:
         self._windows: dict[str, deque[float]] = {}
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+        self._site: web.BaseSite | None = None
+        self._port = 0
+        self.offline = False
         self._handlers: dict[str, Callable[[Args], Args]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
@@ -147,8 +155,30 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._handle_api)
         app.router.add_post("/response/{response_id}", self._handle_response)
         self._runner, port = await serve_locally(app)
+        self._port = port
+        self._site = next(iter(self._runner.sites), None)
         self._url = f"http://127.0.0.1:{port}"
         return self
+
+    async def refuse_connections(self) -> None:
+        """The Web API goes away: open connections are dropped and new ones refused until `accept_connections`."""
+        assert self._runner is not None
+        self.offline = True
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        server = self._runner.server
+        for connection in list(server.connections) if server is not None else []:
+            if connection.transport is not None:
+                connection.transport.abort()
+
+    async def accept_connections(self) -> None:
+        """The Web API is back, on the same port."""
+        assert self._runner is not None
+        if self._site is None:
+            self._site = web.TCPSite(self._runner, "127.0.0.1", self._port)
+            await self._site.start()
+        self.offline = False
 
     async def __aexit__(
         self,
@@ -173,7 +203,8 @@ class FakeSlack:
     # ------------------------------------------------------------------ test controls and queries
 
     def fail_next(self, method: str, error: str, *, count: int = 1, retry_after: int | None = None) -> None:
-        """Answer the next `count` calls of `method` with `error` ("ratelimited" means HTTP 429)."""
+        """Answer the next `count` calls of `method` with `error` ("ratelimited" means HTTP 429, "bad_gateway"
+        a proxy's HTML 502 page)."""
         fault = _Fault(error, self.retry_after if retry_after is None else retry_after)
         self._faults.setdefault(method, deque()).extend(fault for _ in range(count))
 
@@ -219,6 +250,10 @@ class FakeSlack:
             fault = faults.popleft()
             if fault.error == "ratelimited":
                 return self._too_many(call, fault.retry_after)
+            if fault.error == "bad_gateway":
+                call.ok, call.error, call.status = False, "bad_gateway", 502
+                self.calls.append(call)
+                return web.Response(status=502, text=BAD_GATEWAY_HTML, content_type="text/html")
             return self._answer(call, {"ok": False, "error": fault.error})
 
         if not self._admit(method, call.at):

@@ -58,6 +58,13 @@ SERVER_ERROR = "Internal Server Error"
 CONFLICT_WEBHOOK = (
     "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"
 )
+MIGRATED = "Bad Request: group chat was upgraded to a supergroup chat"
+# What nginx in front of the Bot API answers when the API behind it is down.
+BAD_GATEWAY_HTML = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n</body>\r\n</html>\r\n"
+)
+ANY_METHOD = "*"
 CONFLICT_OTHER_POLLER = (
     "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
 )
@@ -165,6 +172,7 @@ _FIXED_FAULTS: dict[str, tuple[int, str]] = {
     "forbidden": (403, FORBIDDEN_BLOCKED),
     "thread_not_found": (400, THREAD_NOT_FOUND),
     "chat_not_found": (400, CHAT_NOT_FOUND),
+    "bad_gateway": (502, BAD_GATEWAY_HTML),  # answered as an HTML page, not JSON
 }
 
 
@@ -241,6 +249,10 @@ class _Fault:
     parameters: JsonDict | None
     chat_id: int | None
     remaining: int
+
+    @property
+    def html(self) -> bool:
+        return self.description == BAD_GATEWAY_HTML
 
 
 # --------------------------------------------------------------------------- text and entities
@@ -817,6 +829,10 @@ class FakeTelegram:
         self._faults: list[_Fault] = []
         self._last_op: dict[int, float] = {}
         self._window: dict[int, deque[float]] = {}
+        self._migrated: dict[int, int] = {}  # old group id → supergroup id
+        self._site: web.TCPSite | None = None
+        self._port = 0
+        self.offline = False
         routes: dict[str, Handler] = {
             "getMe": self._get_me,
             "getUpdates": self._get_updates,
@@ -844,8 +860,31 @@ class FakeTelegram:
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         self._closing = False
         self._runner, port = await serve_locally(app, handler_cancellation=True, shutdown_timeout=1.0)
+        self._port = port
+        self._site = next(iter(self._runner.sites), None)  # type: ignore[assignment]
         self._url = f"http://127.0.0.1:{port}"
         return self
+
+    async def refuse_connections(self) -> None:
+        """The Bot API goes away: open connections are dropped and new ones refused until `accept_connections`."""
+        assert self._runner is not None
+        self.offline = True
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        server = self._runner.server
+        for connection in list(server.connections) if server is not None else []:
+            if connection.transport is not None:
+                connection.transport.abort()
+        self._wake()
+
+    async def accept_connections(self) -> None:
+        """The Bot API is back, on the same port."""
+        assert self._runner is not None
+        if self._site is None:
+            self._site = web.TCPSite(self._runner, "127.0.0.1", self._port)
+            await self._site.start()
+        self.offline = False
 
     async def __aexit__(
         self,
@@ -955,7 +994,41 @@ class FakeTelegram:
         self._last_update_id = update_id
         return {"update_id": update_id, "callback_query": query}
 
+    def migrate_chat(self, old_chat_id: int, new_chat_id: int, *, announce: bool = True) -> None:
+        """Upgrade group `old_chat_id` to supergroup `new_chat_id`: every later call for the old id is refused
+        with MIGRATED and `migrate_to_chat_id`; `announce` queues the service messages Telegram sends."""
+        self._migrated[old_chat_id] = new_chat_id
+        old = {**self._chat(old_chat_id, "group")}
+        new = self._chat(new_chat_id, "supergroup")
+        if not announce:
+            return
+        now = int(time.time())
+        self.push_update(
+            {
+                "message": {
+                    "message_id": self._next_message_id(old_chat_id),
+                    "date": now,
+                    "chat": old,
+                    "from": self._user(1, "en"),
+                    "migrate_to_chat_id": new_chat_id,
+                }
+            }
+        )
+        self.push_update(
+            {
+                "message": {
+                    "message_id": self._next_message_id(new_chat_id),
+                    "date": now,
+                    "chat": new,
+                    "from": self._user(1, "en"),
+                    "migrate_from_chat_id": old_chat_id,
+                }
+            }
+        )
+
     def fail_next(self, method: str, fault: str, *, chat_id: int | None = None, count: int = 1) -> None:
+        """Answer the next `count` calls of `method` (ANY_METHOD: of every method) with `fault`:
+        a name in _FIXED_FAULTS ("bad_gateway" is nginx's HTML 502 page) or "retry_after:N"."""
         parameters: JsonDict | None = None
         if fault.startswith("retry_after:"):
             seconds = int(fault.split(":", 1)[1])
@@ -971,6 +1044,10 @@ class FakeTelegram:
         if count < 1:
             raise ValueError("count must be at least 1")
         self._faults.append(_Fault(method.lower(), status, description, parameters, chat_id, count))
+
+    def clear_faults(self) -> None:
+        """Forget every fault still queued by fail_next."""
+        self._faults.clear()
 
     def chat_messages(self, chat_id: int) -> list[StoredMessage]:
         return [m for m in self.messages.values() if m.chat_id == chat_id and not m.deleted]
@@ -1011,7 +1088,13 @@ class FakeTelegram:
                 raise ApiError(401, UNAUTHORIZED)
             if known is None:
                 raise ApiError(404, NOT_FOUND)
-            self._raise_fault(method, params)
+            fault = self._take_fault(method, params)
+            if fault is not None and fault.html:
+                self.calls.append(ApiCall(method, params, at, fault.status, error="bad gateway"))
+                return web.Response(status=fault.status, text=fault.description, content_type="text/html")
+            if fault is not None:
+                raise ApiError(fault.status, fault.description, fault.parameters)
+            self._check_migrated(params)
             counted_chat = self._counted_chat(method, params)
             if counted_chat is not None:
                 self._check_flood(counted_chat, at)
@@ -1027,14 +1110,20 @@ class FakeTelegram:
         self.calls.append(ApiCall(method, params, at, 200, result=result))
         return web.json_response({"ok": True, "result": result})
 
-    def _raise_fault(self, method: str, params: JsonDict) -> None:
+    def _take_fault(self, method: str, params: JsonDict) -> _Fault | None:
         chat_id = params.get("chat_id")
         for fault in self._faults:
-            if fault.method == method.lower() and (fault.chat_id is None or fault.chat_id == chat_id):
+            if fault.method in {method.lower(), ANY_METHOD} and (fault.chat_id is None or fault.chat_id == chat_id):
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self._faults.remove(fault)
-                raise ApiError(fault.status, fault.description, fault.parameters)
+                return fault
+        return None
+
+    def _check_migrated(self, params: JsonDict) -> None:
+        new_chat_id = self._migrated.get(params["chat_id"]) if isinstance(params.get("chat_id"), int) else None
+        if new_chat_id is not None:
+            raise ApiError(400, MIGRATED, {"migrate_to_chat_id": new_chat_id})
 
     def _counted_chat(self, method: str, params: JsonDict) -> int | None:
         if not self.rate_limits or method not in _COUNTED_METHODS:

@@ -74,7 +74,7 @@ def test_templates_fill_in() -> None:
         (502, None, "HTTP 502", errors.DifyServerError),
         (400, "invalid_param", "Workflow not published", errors.DifyAppUnavailable),
         (None, None, "[anthropic] Rate Limit Error", errors.DifyProviderError),
-        (None, None, "query is required", errors.DifyRunFailed),
+        (None, None, "query is required", errors.DifyBadRequest),
         (418, None, "teapot", errors.DifyBadRequest),
     ],
 )
