@@ -2,9 +2,9 @@
 
     python3 tests/perf/bench_faults.py
 
-Each scenario runs the real Telegram front door (in process, webhook mode) against the fake Bot API and the
-fake Dify, injects one fault and prints one row. Process-level faults (SIGKILL and restart, two replicas)
-are exercised by tests/e2e/test_journal_recovery.py and tests/e2e/test_queue_and_order.py.
+Each scenario runs the real Telegram front door (in process, webhook mode; the last one as real
+`dify-bots run` processes) against the fake Bot API and the fake Dify, injects one fault and prints one row.
+The two-replica ordering fault is exercised by tests/e2e/test_queue_and_order.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.e2e.telegram_harness import SCALE, TelegramHarness, eventually, telegram_bot
+from tests.e2e.telegram_harness import SCALE, TOKEN, TelegramHarness, eventually, telegram_bot
 from tests.fakes.dify import PING, Answer, Delay, Events, ReplyContext, Step, Transcript
 from tests.fakes.telegram import ANY_METHOD
 
@@ -135,6 +135,87 @@ async def pings_forever(bot: TelegramHarness) -> Row:
     return row
 
 
+async def killed_mid_answer(redis_url: str) -> Row:
+    """SIGKILL 1 s into an answer, then a restart on the same Redis (JOURNAL_LEASE=1)."""
+    from tests.e2e.test_journal_recovery import FAST_LEASE, NOTE, WEBHOOK, WORDS, deliver, kill, ready, shown
+    from tests.e2e.test_operations import bot_env, free_port, start_bot, stop_bot
+    from tests.fakes.dify import FakeDify
+    from tests.fakes.telegram import FakeTelegram
+
+    prefix = f"bench-faults-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as cwd:
+        async with FakeDify() as dify, FakeTelegram(token=TOKEN) as telegram:
+            dify.script(Answer("".join(WORDS), chunks=WORDS, delay=0.1))
+            env = bot_env(dify, telegram, redis_url, prefix, HTTP_PORT=str(free_port()), **WEBHOOK, **FAST_LEASE)
+            first = await start_bot(env, Path(cwd))
+            await ready(int(env["HTTP_PORT"]))
+            await deliver(int(env["HTTP_PORT"]), telegram.message_update(chat_id=42, user_id=7, text="long story"))
+            await eventually(lambda: "word10" in shown(telegram, 42), timeout=30)
+            await kill(first)
+            env["HTTP_PORT"] = str(free_port())
+            second = await start_bot(env, Path(cwd))
+            restarted = time.monotonic()
+            await eventually(lambda: shown(telegram, 42).endswith(NOTE), timeout=60)
+            done = time.monotonic()
+            await stop_bot(second)
+            final = shown(telegram, 42)
+            exact = "▌" not in final and final.startswith("word0 word1") and len(dify.stops) == 1
+            calls = sum(1 for call in telegram.calls if call.chat_id == 42 and call.method != "sendChatAction")
+            return Row("killed (SIGKILL) 1 s in, restarted", exact, done - restarted, calls, final[-60:])
+
+
+async def two_replicas_in_order(redis_url: str) -> Row:
+    """Five messages 0.25 s apart into one chat, alternately to two `dify-bots run` replicas (webhook mode)."""
+    from tests.e2e.telegram_harness import SECRET
+    from tests.e2e.test_journal_recovery import WEBHOOK_PATH
+    from tests.e2e.test_operations import bot_env, free_port, start_bot, stop_bot
+    from tests.e2e.test_queue_and_order import deliver, ready, slow_echo
+    from tests.fakes.dify import FakeDify
+    from tests.fakes.telegram import FakeTelegram
+
+    prefix = f"bench-faults-{uuid.uuid4().hex[:8]}"
+    webhook = {"TELEGRAM_WEBHOOK_URL": f"https://bot.example.com{WEBHOOK_PATH}", "TELEGRAM_WEBHOOK_SECRET": SECRET}
+    with tempfile.TemporaryDirectory() as cwd:
+        async with FakeDify() as dify, FakeTelegram(token=TOKEN, rate_limits=False) as telegram:
+            dify.default_reply = slow_echo
+            ports = [free_port(), free_port()]
+            processes = [
+                await start_bot(bot_env(dify, telegram, redis_url, prefix, HTTP_PORT=str(port), **webhook), Path(cwd))
+                for port in ports
+            ]
+            for port in ports:
+                while not await ready(port):
+                    await asyncio.sleep(0.1)
+            updates = [telegram.message_update(chat_id=44, user_id=9, text=f"m{n}") for n in range(1, 6)]
+            for index, update in enumerate(updates):
+                await deliver(ports[index % 2], update)
+                await asyncio.sleep(0.25)
+            sent = time.monotonic()
+
+            def finished() -> bool:
+                texts = telegram.visible_texts(44)
+                return len(texts) == 5 and all(t.startswith("echo: ") and not t.endswith("▌") for t in texts)
+
+            await eventually(finished, timeout=60)
+            done = time.monotonic()
+            for process in processes:
+                await stop_bot(process)
+            replies = {m.reply_to_message_id: m for m in telegram.chat_messages(44)}
+            answers = [replies[update["message"]["message_id"]] for update in updates]
+            finished_at = [m.edited_at or m.sent_at for m in answers]
+            exact = [m.text for m in answers] == [f"echo: m{n}" for n in range(1, 6)]
+            ordered = [r["query"] for r in dify.chat_requests()] == ["m1", "m2", "m3", "m4", "m5"]
+            calls = sum(1 for call in telegram.calls if call.chat_id == 44 and call.method != "sendChatAction")
+            row = Row(
+                "5 messages, 2 replicas, one chat",
+                exact and ordered and finished_at == sorted(finished_at),
+                done - sent,
+                calls,
+                "",
+            )
+            return row
+
+
 Scenario = Callable[[TelegramHarness], Awaitable[Row]]
 SCENARIOS: list[Scenario] = [interim_502, first_send_502, outage, five_429s, migration, pings_forever]
 if len(sys.argv) > 1:
@@ -159,8 +240,13 @@ async def main() -> None:
                 dify_idle_timeout=IDLE_TIMEOUT,
             ) as bot:
                 rows.append(await scenario(bot))
+        if not sys.argv[1:] or "killed_mid_answer" in sys.argv[1:]:
+            rows.append(await killed_mid_answer(redis_url))
+        if not sys.argv[1:] or "two_replicas_in_order" in sys.argv[1:]:
+            rows.append(await two_replicas_in_order(redis_url))
         if server is not None:
             server.shutdown()
+    # "after fault": for the process rows, after the restart (kill) or after the last message was sent.
     print(f"{'fault':<48} {'final exact':<12} {'after fault':>12} {'calls':>6}")
     for row in rows:
         print(f"{row.fault:<48} {'yes' if row.exact else 'NO':<12} {row.after:>10.2f} s {row.calls:>6}")
