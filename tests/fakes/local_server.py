@@ -13,3 +13,20 @@ async def serve_locally(app: web.Application, **runner_options: Any) -> tuple[we
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, int(runner.addresses[0][1])
+
+
+async def go_offline(runner: web.AppRunner, site: web.BaseSite | None) -> None:
+    """Stop listening and drop every open connection (the server "goes away")."""
+    if site is not None:
+        await site.stop()
+    server = runner.server
+    for connection in list(server.connections) if server is not None else []:
+        if connection.transport is not None:
+            connection.transport.abort()
+
+
+async def come_back(runner: web.AppRunner, port: int) -> web.TCPSite:
+    """Listen again on the same port."""
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return site

@@ -17,7 +17,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from tests.fakes.local_server import serve_locally
+from tests.fakes.local_server import come_back, go_offline, serve_locally
 
 DEFAULT_RATE_LIMITS: dict[str, int] = {
     "chat.update": 50,
@@ -164,20 +164,14 @@ class FakeSlack:
         """The Web API goes away: open connections are dropped and new ones refused until `accept_connections`."""
         assert self._runner is not None
         self.offline = True
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
-        server = self._runner.server
-        for connection in list(server.connections) if server is not None else []:
-            if connection.transport is not None:
-                connection.transport.abort()
+        await go_offline(self._runner, self._site)
+        self._site = None
 
     async def accept_connections(self) -> None:
         """The Web API is back, on the same port."""
         assert self._runner is not None
         if self._site is None:
-            self._site = web.TCPSite(self._runner, "127.0.0.1", self._port)
-            await self._site.start()
+            self._site = await come_back(self._runner, self._port)
         self.offline = False
 
     async def __aexit__(

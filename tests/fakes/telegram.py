@@ -16,7 +16,7 @@ from typing import Any, Protocol, Self
 
 from aiohttp import web
 
-from tests.fakes.local_server import serve_locally
+from tests.fakes.local_server import come_back, go_offline, serve_locally
 
 JsonDict = dict[str, Any]
 Handler = Callable[[JsonDict], Awaitable[Any]]
@@ -869,21 +869,15 @@ class FakeTelegram:
         """The Bot API goes away: open connections are dropped and new ones refused until `accept_connections`."""
         assert self._runner is not None
         self.offline = True
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
-        server = self._runner.server
-        for connection in list(server.connections) if server is not None else []:
-            if connection.transport is not None:
-                connection.transport.abort()
+        await go_offline(self._runner, self._site)
+        self._site = None
         self._wake()
 
     async def accept_connections(self) -> None:
         """The Bot API is back, on the same port."""
         assert self._runner is not None
         if self._site is None:
-            self._site = web.TCPSite(self._runner, "127.0.0.1", self._port)
-            await self._site.start()
+            self._site = await come_back(self._runner, self._port)
         self.offline = False
 
     async def __aexit__(
