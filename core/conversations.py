@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from core.errors import ConversationBusy, StoreUnavailable
 from core.keys import RedisKeys
@@ -101,7 +101,7 @@ def _decode(raw: str | bytes) -> Conversation | None:
 async def _guard(operation: Awaitable[T]) -> T:
     try:
         return await operation
-    except (RedisError, OSError) as exc:
+    except (RedisError, RedisClusterException, OSError) as exc:
         raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from core.answer import ReplyEvent, TaskStarted, TextDelta, TextReplace
 from core.conversations import ChatKey
@@ -126,7 +126,7 @@ class Journal:
             await asyncio.wait_for(
                 self.redis.set(self.keys.journal_owner(self.owner), "1", px=int(self.lease * 1000)), OP_TIMEOUT
             )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             log.warning("could not renew the journal lease: %r", exc)
 
     async def _renew(self) -> None:
@@ -142,7 +142,7 @@ class Journal:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(RedisError, RedisClusterException, OSError, TimeoutError):
                 await asyncio.wait_for(self.redis.delete(self.keys.journal_owner(self.owner)), OP_TIMEOUT)
 
     # ---- writing --------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ class Journal:
                     task = asyncio.create_task(self._finish(entry, recover), name=f"recover {entry.answer_id}")
                     self._recoveries.add(task)
                     task.add_done_callback(self._recoveries.discard)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
                 log.warning("could not look for interrupted answers: %r", exc)
             await asyncio.sleep(every)
 
@@ -245,7 +245,7 @@ class Journal:
                 pipe.delete(self.keys.journal_entry(answer_id))
                 pipe.srem(self.keys.journal_index(), answer_id)
                 await asyncio.wait_for(pipe.execute(), OP_TIMEOUT)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             log.warning("could not clear journal entry %s: %r", answer_id, exc)
 
 
@@ -309,7 +309,7 @@ class JournalWriter:
                         pipe.sadd(self._journal.keys.journal_index(), self.answer_id)
                     await asyncio.wait_for(pipe.execute(), OP_TIMEOUT)
                 self._created = True
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
                 log.warning("answer journal unavailable for this answer: %r", exc)
                 self._broken = True
                 return

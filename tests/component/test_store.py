@@ -100,17 +100,17 @@ async def test_lock_is_renewed_while_held(redis: Redis, key_prefix: str) -> None
     store = ConversationStore(redis, app="a", ttl=60, prefix=key_prefix, lock_lease=0.3)
     async with store.lock(CHAT, wait=1):
         await asyncio.sleep(0.6)  # two leases long: only renewal keeps it
-        keys = [key async for key in redis.scan_iter(match=f"{key_prefix}:lock:*")]
+        keys = [key async for key in redis.scan_iter(match=store.keys.lock(CHAT))]
         assert len(keys) == 1
-    assert [key async for key in redis.scan_iter(match=f"{key_prefix}:lock:*")] == []
+    assert [key async for key in redis.scan_iter(match=store.keys.lock(CHAT))] == []
 
 
 async def test_release_never_deletes_someone_elses_lock(redis: Redis, key_prefix: str) -> None:
     store = ConversationStore(redis, app="a", ttl=60, prefix=key_prefix, lock_lease=5)
     lock = store.lock(CHAT, wait=1)
     async with lock:
-        lock_key = f"{key_prefix}:lock:a:telegram:tg:1:42"
-        await redis.set(lock_key, "someone-else")  # our lease expired and another process took it
+        lock_key = store.keys.lock(CHAT)
+        await redis.set(lock_key, "someone-else", ex=60)  # our lease expired and another process took it
     assert await redis.get(lock_key) == "someone-else"
 
 
