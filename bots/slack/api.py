@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -12,7 +13,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bots.slack.errors import NETWORK_ERRORS, describe, error_code
+from bots.slack.budgets import WorkspaceBucket
+from bots.slack.errors import NETWORK_ERRORS, describe, error_code, retry_after, status_code
 from bots.slack.markdown import to_mrkdwn
 from core.render.surface import SurfaceBusy
 from core.render.throttle import TokenBucket
@@ -46,17 +48,33 @@ class SlackApi:
         self._status_at = float("-inf")
         self._mrkdwn = False
 
-    async def call(self, method: str, request: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
+    async def call(
+        self, method: str, request: Awaitable[AsyncSlackResponse], *, urgent: bool | None = None
+    ) -> AsyncSlackResponse:
+        """Send `request` within the budgets: this replica's bucket first (cheap), then the one every replica
+        shares. A final frame (`urgent`) waits for both; anything else raises SurfaceBusy instead."""
+        urgent = self.urgent if urgent is None else urgent
         bucket = self._budget(method) if self._budget is not None else None
         if bucket is not None:
-            if self.urgent:
+            reserve = 0 if urgent else bucket.burst // 2  # half the burst is kept for final frames
+            if urgent:
                 await bucket.take()
-            elif not bucket.try_take(reserve=bucket.burst // 2):  # half the burst is kept for final frames
-                if inspect.iscoroutine(request):
-                    request.close()  # never sent
+            elif not bucket.try_take(reserve=reserve):
+                _discard(request)
                 raise SurfaceBusy(max(bucket.delay(), BUSY_RETRY))
+            if isinstance(bucket, WorkspaceBucket):
+                while wait_ms := await bucket.take_shared(reserve=reserve):
+                    if not urgent:
+                        _discard(request)
+                        raise SurfaceBusy(max(wait_ms / 1000, BUSY_RETRY))
+                    await asyncio.sleep(wait_ms / 1000)
         self.calls[method] += 1
-        return await request
+        try:
+            return await request
+        except SlackApiError as exc:
+            if isinstance(bucket, WorkspaceBucket) and status_code(exc) == 429:
+                await bucket.pause_shared(retry_after(exc))
+            raise
 
     async def post(self, markdown: str) -> str:
         if not self._mrkdwn:
@@ -108,9 +126,17 @@ class SlackApi:
             await self.call(
                 "assistant.threads.setStatus",
                 self.client.assistant_threads_setStatus(channel_id=self.channel, thread_ts=self.thread_ts, status=text),
+                urgent=False,
             )
+        except SurfaceBusy:
+            return  # the workspace's budget is spent: the next progress line tries again
         except (SlackApiError, *NETWORK_ERRORS) as exc:
             self._status_broken = True
             log.info("cannot set the thread status in %s: %s", self.channel, describe(exc))
             return
         self._status_shown, self._status_at = text, now
+
+
+def _discard(request: Awaitable[AsyncSlackResponse]) -> None:
+    if inspect.iscoroutine(request):
+        request.close()  # never sent

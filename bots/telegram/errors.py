@@ -11,9 +11,15 @@ from aiogram.types import ErrorEvent
 
 from core.errors import BotError
 from core.logs import Redactor
-from core.render.surface import SurfaceError
+from core.render.surface import SurfaceBusy, SurfaceError
 
 log = logging.getLogger(__name__)
+
+
+class SharedBudgetBusy(SurfaceBusy):
+    """Another replica has just used the chat's slot, so no call was made: the surface passes this on as
+    SurfaceBusy (an interim frame is skipped, a final one waits)."""
+
 
 # Failures of Dify, Redis, Telegram or the network: worth a line, not a traceback.
 EXPECTED_ERRORS = (BotError, TelegramAPIError, SurfaceError, aiohttp.ClientError, TimeoutError)

@@ -31,6 +31,9 @@ class TelegramSettings(SettingsSection):
     )
     private_interval: float = Field(1.0, ge=1.0, description="seconds between edits in a private chat (1.0 or more)")
     group_interval: float = Field(3.0, ge=3.0, description="seconds between edits in a group (3.0 or more)")
+    global_rate: float = Field(
+        0.0, ge=0.0, description="new messages per second across all chats, edits not counted (0: no limit)"
+    )
 
     @field_validator("webhook_url")
     @classmethod

@@ -192,11 +192,8 @@ async def test_two_processes_on_one_redis(
         assert await deliver(ports[0], first) == 200
         await asyncio.sleep(0.05)
         assert await deliver(ports[1], second) == 200
-        await eventually(
-            lambda: len(telegram.visible_texts(43)) == 2 and not telegram.visible_texts(43)[-1].endswith("▌"),
-            timeout=30,
-        )
-        assert telegram.visible_texts(43) == ["first answer", "second answer"]
+        # The replicas share the chat's budget: the second answer's placeholder may show for a second first.
+        await eventually(lambda: telegram.visible_texts(43) == ["first answer", "second answer"], timeout=30)
         requests = [r for r in dify.chat_requests() if r["user"] == "tg-8"]
         assert [r["query"] for r in requests] == ["first", "second"]
         assert requests[0]["conversation_id"] == "" and requests[1]["conversation_id"] in dify.conversations
