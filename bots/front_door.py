@@ -72,6 +72,16 @@ class RecoveringDoor(Protocol):
     async def recover(self, entry: JournalEntry) -> None: ...
 
 
+@runtime_checkable
+class ReportingDoor(Protocol):
+    """Optional part of a `FrontDoor`: facts for `/readyz` detail, such as this replica's role.
+
+    `readiness()` returns short `name: state` pairs (e.g. `{"telegram": "standby"}`); they inform
+    operators and never make the replica unready."""
+
+    def readiness(self) -> Mapping[str, str]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class FrontDoorPlugin(Generic[SectionT]):
     """A platform as the registry lists it. The module defining it imports no platform library (cheap start-up).

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from bots.config import load, setting_names
+from bots.metrics import Metrics
 from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,7 +209,15 @@ def test_compose_bot_builds_the_image_and_uses_the_redis_service() -> None:
 
 def test_every_kubernetes_document_has_kind_and_name() -> None:
     docs = k8s_documents()
-    assert {doc["kind"] for doc in docs} >= {"Deployment", "Service", "ConfigMap", "Secret", "StatefulSet"}
+    assert {doc["kind"] for doc in docs} >= {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Secret",
+        "StatefulSet",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    }
     for doc in docs:
         assert doc.get("apiVersion") and doc["metadata"]["name"]
 
@@ -288,6 +297,67 @@ def test_redis_statefulset_persists_with_appendonly() -> None:
     assert [port["port"] for port in service["spec"]["ports"]] == [6379]
 
 
+def test_hpa_scales_the_deployment_on_cpu_and_answers_in_flight() -> None:
+    hpa = one("HorizontalPodAutoscaler", KUBERNETES / "hpa.yaml")
+    deployment = one("Deployment", KUBERNETES / "deployment.yaml")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        deployment["apiVersion"],
+        "Deployment",
+        deployment["metadata"]["name"],
+    )
+    assert 2 <= hpa["spec"]["minReplicas"] <= deployment["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
+    metrics = {metric["type"]: metric for metric in hpa["spec"]["metrics"]}
+    assert set(metrics) == {"Resource", "Pods"}
+    cpu = metrics["Resource"]["resource"]
+    assert cpu["name"] == "cpu" and cpu["target"]["type"] == "Utilization" and 0 < cpu["target"]["averageUtilization"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["requests"]["cpu"]  # utilization is a share of the request
+    pods = metrics["Pods"]["pods"]
+    gauges = {family.name for family in Metrics().registry.collect() if family.type == "gauge"}
+    assert pods["metric"]["name"] in gauges  # the service exports it under this name
+    assert pods["target"]["type"] == "AverageValue" and float(pods["target"]["averageValue"]) > 0
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= SHUTDOWN_GRACE
+
+
+def test_readme_gives_the_adapter_rule_for_the_hpa_metric() -> None:
+    name = one("HorizontalPodAutoscaler", KUBERNETES / "hpa.yaml")["spec"]["metrics"]
+    (metric,) = [entry["pods"]["metric"]["name"] for entry in name if entry["type"] == "Pods"]
+    text = (DEPLOY / "README.md").read_text()
+    assert "## Autoscaling" in text
+    blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+    rules = [rule for block in blocks if isinstance(block, dict) for rule in block.get("rules", {}).get("custom", [])]
+    (rule,) = [rule for rule in rules if rule["name"]["as"] == metric]
+    assert rule["seriesQuery"].startswith(metric + "{")
+    assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
+    assert rule["metricsQuery"].startswith("sum(")  # one value per pod, whatever the platform label
+
+
+def test_pdb_keeps_one_pod_of_the_deployment() -> None:
+    pdb = one("PodDisruptionBudget", KUBERNETES / "pdb.yaml")
+    deployment = one("Deployment", KUBERNETES / "deployment.yaml")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["minAvailable"] == 1 and "maxUnavailable" not in pdb["spec"]
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_termination_grace_covers_prestop_shutdown_grace_and_a_margin() -> None:
+    pod = one("Deployment", KUBERNETES / "deployment.yaml")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and len(command) == 2
+    pre_stop = seconds(command[1])
+    grace = float(one("ConfigMap", KUBERNETES / "configmap.yaml")["data"]["SHUTDOWN_GRACE"])
+    # The kubelet counts preStop inside terminationGracePeriodSeconds; the drain starts after it.
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + grace + 5
+    assert (
+        f"terminationGracePeriodSeconds: {pod['terminationGracePeriodSeconds']}" in (DEPLOY / "README.md").read_text()
+    )
+
+
 # --- Slack app manifest ----------------------------------------------------------------------------------------
 
 
@@ -300,8 +370,10 @@ def test_slack_manifest() -> None:
         "chat:write",
         "im:history",
         "commands",
+        "files:read",
+        "files:write",
     }
-    assert len(manifest["oauth_config"]["scopes"]["bot"]) == 4
+    assert len(manifest["oauth_config"]["scopes"]["bot"]) == 6
     features = manifest["features"]
     assert features["bot_user"]["always_online"] is True
     assert features["app_home"]["messages_tab_enabled"] is True
