@@ -1,10 +1,13 @@
 """Benchmark: N concurrent private chats through a real `dify-bots run` process against the fake Telegram.
 
-Run: python tests/perf/bench_telegram.py [--chats 200] [--seconds 10] [--chars 1500]
+Run: python tests/perf/bench_telegram.py [--chats 200] [--seconds 10] [--chars 1500] [--spread 0]
 
 The fake Dify streams a ~1,500-character answer over ~10 s to every chat at once; the bot (a separate
 process, so its CPU and memory are its own) long-polls the fake Telegram, whose flood rules are
 Telegram's. Prints edits per answer, latencies, 429s, CPU seconds and peak RSS of the bot.
+
+BENCH_PROFILE=out.txt samples the bot with py-spy (`pip install py-spy`) over the measured answers only and
+writes collapsed stacks there (one "frame;frame;... count" line each; feed them to a flame graph tool).
 """
 
 from __future__ import annotations
@@ -84,8 +87,8 @@ def streaming_reply(answers: dict[str, str], seconds: float, timeline: Timeline)
     return Transcript(build)
 
 
-def process_stats(pid: int) -> tuple[float, int]:
-    """CPU seconds (user + system) and peak RSS in bytes of a process, from /proc."""
+def process_stats(pid: int, field: str = "VmHWM:") -> tuple[float, int]:
+    """CPU seconds (user + system) and peak RSS (or another /proc status `field`) in bytes, from /proc."""
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
@@ -93,7 +96,7 @@ def process_stats(pid: int) -> tuple[float, int]:
     peak = 0
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 peak = int(line.split()[1]) * 1024
     return cpu, peak
 
@@ -105,7 +108,38 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def run(chats: int, seconds: float, chars: int) -> dict[str, Any]:
+async def start_profiler(pid: int) -> asyncio.subprocess.Process | None:
+    """py-spy sampling the bot into BENCH_PROFILE, when that is set."""
+    out = os.environ.get("BENCH_PROFILE")
+    if not out:
+        return None
+    spy = await asyncio.create_subprocess_exec(
+        "py-spy",
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--rate",
+        "250",
+        "--nonblocking",  # sample without pausing the bot, so its latencies stay close to real ones
+        "--output",
+        out,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)  # let it attach
+    return spy
+
+
+async def stop_profiler(spy: asyncio.subprocess.Process | None) -> None:
+    if spy is None:
+        return
+    spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+    await asyncio.wait_for(spy.wait(), 30)
+
+
+async def run(chats: int, seconds: float, chars: int, spread: float = 0.0) -> dict[str, Any]:
     timeline = Timeline()
     answers = {f"tg-{1000 + n}": make_answer(chars, n) for n in range(chats)}
     async with FakeDify() as dify, FakeTelegram(token=TOKEN) as telegram:
@@ -145,10 +179,13 @@ async def run(chats: int, seconds: float, chars: int) -> dict[str, Any]:
             while not (telegram.visible_texts(999) and not telegram.visible_texts(999)[-1].endswith("▌")):
                 await asyncio.sleep(0.05)
             await asyncio.sleep(1.0)
-            cpu_before, _ = process_stats(bot.pid)
+            profiler = await start_profiler(bot.pid)
+            cpu_before, idle_rss = process_stats(bot.pid, "VmRSS:")
             pushed_at = time.monotonic()
             for n in range(chats):
                 telegram.push_update(telegram.message_update(chat_id=1000 + n, user_id=1000 + n, text="question"))
+                if spread:
+                    await asyncio.sleep(spread / chats)
 
             def final_texts() -> dict[int, str]:
                 done = {}
@@ -167,6 +204,7 @@ async def run(chats: int, seconds: float, chars: int) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)
             cpu_after, peak_rss = process_stats(bot.pid)
+            await stop_profiler(profiler)
         finally:
             if bot.returncode is None:
                 bot.send_signal(signal.SIGTERM)
@@ -178,6 +216,8 @@ async def run(chats: int, seconds: float, chars: int) -> dict[str, Any]:
         first_visible: list[float] = []
         final_frame: list[float] = []
         edits: list[int] = []
+        slot_gap: list[float] = []  # final frame after the chat's previous call: ~1 s means it waited a slot
+        last_interim: list[float] = []  # last interim frame after message_end (< 0: before it)
         for n in range(chats):
             chat_id, user = 1000 + n, f"tg-{1000 + n}"
             calls = [
@@ -190,15 +230,21 @@ async def run(chats: int, seconds: float, chars: int) -> dict[str, Any]:
             edits.append(sum(c.method == "editMessageText" for c in calls))
             first_visible.append(calls[0].at - timeline.first_chunk[user])
             final_frame.append(calls[-1].at - timeline.message_end[user])
+            if len(calls) > 1:
+                slot_gap.append(calls[-1].at - calls[-2].at)
+                last_interim.append(calls[-2].at - timeline.message_end[user])
         return {
             "chats": chats,
             "complete": len(complete),
             "edits": edits,
             "first": first_visible,
             "final": final_frame,
+            "slot_gap": slot_gap,
+            "last_interim": last_interim,
             "rate_limited": telegram.rate_limited,
             "cpu": cpu_after - cpu_before,
             "rss": peak_rss,
+            "idle_rss": idle_rss,
             "exit": bot.returncode,
         }
 
@@ -208,10 +254,20 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--chars", type=int, default=1500)
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=0.0,
+        help="seconds over which the questions arrive (0: all at once, so every answer streams in step and "
+        "the final-frame latencies of one run all share one phase of the edit cadence)",
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.chats, args.seconds, args.chars))
+    result = asyncio.run(run(args.chats, args.seconds, args.chars, args.spread))
     n = result["chats"]
-    print(f"chats: {n}, answer ≈{args.chars} chars over {args.seconds:g} s each, private chats, polling")
+    print(
+        f"chats: {n}, answer ≈{args.chars} chars over {args.seconds:g} s each, private chats, polling, "
+        f"questions over {args.spread:g} s"
+    )
     print(f"complete and exact:           {result['complete']}/{n} ({100 * result['complete'] / n:.0f} %)")
     print(f"429 answered by fake Telegram: {result['rate_limited']}")
     edits = result["edits"]
@@ -219,11 +275,13 @@ def main() -> None:
     for label, key in (
         ("first visible text after Dify's first chunk", "first"),
         ("final frame after message_end", "final"),
+        ("  final frame after the chat's previous call", "slot_gap"),
+        ("  last interim frame after message_end", "last_interim"),
     ):
         values = result[key]
         print(f"{label}: p50 {percentile(values, 50):.3f} s, p99 {percentile(values, 99):.3f} s")
     print(f"bot CPU: {result['cpu']:.2f} s total, {1000 * result['cpu'] / n:.1f} ms per answer")
-    print(f"bot peak RSS: {result['rss'] / 2**20:.0f} MB")
+    print(f"bot peak RSS: {result['rss'] / 2**20:.0f} MB (before the answers: {result['idle_rss'] / 2**20:.0f} MB)")
     print(f"bot exit code after SIGTERM: {result['exit']}")
 
 

@@ -1,0 +1,53 @@
+"""Light Bot API methods for the streaming hot path: sendMessage and editMessageText without per-call models.
+
+aiogram's own method objects validate every entity as a pydantic model, serialise them field by field and
+parse the whole `Message` Telegram answers with; an answer edits its message every second, so those costs
+add up. These methods take the entities already as JSON and read back only the message id. They still go
+through `bot(method)`, so every request middleware (metrics, shared budgets) sees them as usual."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from aiogram.methods import TelegramMethod
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["NO_PREVIEW_JSON", "EditText", "SendText", "SentMessage"]
+
+NO_PREVIEW_JSON = json.dumps({"is_disabled": True})
+
+
+class SentMessage(BaseModel):
+    """The part of Telegram's `Message` answer the surface uses."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message_id: int
+
+
+class SendText(TelegramMethod[SentMessage]):
+    """sendMessage with the formatting given as entities (JSON); no parse mode."""
+
+    __returning__: ClassVar[type] = SentMessage
+    __api_method__: ClassVar[str] = "sendMessage"
+
+    chat_id: int
+    text: str
+    entities: str | None = None
+    message_thread_id: int | None = None
+    reply_parameters: str | None = None
+    link_preview_options: str | None = None
+
+
+class EditText(TelegramMethod[SentMessage | bool]):
+    """editMessageText with the formatting given as entities (JSON); no parse mode."""
+
+    __returning__: ClassVar[object] = SentMessage | bool
+    __api_method__: ClassVar[str] = "editMessageText"
+
+    chat_id: int
+    message_id: int
+    text: str
+    entities: str | None = None
+    link_preview_options: str | None = None
