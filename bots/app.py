@@ -19,7 +19,7 @@ from aiohttp import web
 
 from bots import registry
 from bots.core_stack import CoreStack, open_core
-from bots.front_door import DoorServices, FrontDoor, FrontDoorPlugin, RecoveringDoor
+from bots.front_door import DoorServices, FrontDoor, FrontDoorPlugin, RecoveringDoor, ReportingDoor
 from bots.metrics import Metrics
 from bots.web_errors import error_middleware
 from core.answering import AnswerPipeline, AnswerReport
@@ -205,7 +205,19 @@ class BotService:
                 except (BotError, TimeoutError):
                     pass
         ready = all(checks.values())
-        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+        detail = self.readiness_detail()
+        if self.core is not None:
+            detail["budgets"] = self.core.budgets.mode  # "local": Redis is unreachable, limits are per replica
+        body = {"ready": ready, "checks": checks, "detail": detail}
+        return web.json_response(body, status=200 if ready else 503)
+
+    def readiness_detail(self) -> dict[str, str]:
+        """What each front door reports about itself (e.g. whether this replica is the one that polls)."""
+        detail: dict[str, str] = {}
+        for door in self.doors.values():
+            if isinstance(door, ReportingDoor):
+                detail.update(door.readiness())
+        return detail
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})

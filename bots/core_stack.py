@@ -10,9 +10,11 @@ from redis.asyncio import Redis
 
 from core.conversations import ConversationStore, app_fingerprint
 from core.dify.client import DifyClient
+from core.dify.parameters import ParametersCache
 from core.redis_connection import open_redis
 from core.service import ChatService
 from core.settings import Settings
+from core.shared_budgets import SharedBudgets
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,7 @@ class CoreStack:
     store: ConversationStore
     dify: DifyClient
     service: ChatService
+    budgets: SharedBudgets  # platform rate budgets shared by every replica
 
 
 def dify_client(settings: Settings) -> DifyClient:
@@ -53,5 +56,8 @@ async def open_core(settings: Settings) -> AsyncIterator[CoreStack]:
             workflow_output=settings.dify_workflow_output,
             lock_wait=settings.lock_timeout,
             answer_timeout=settings.answer_timeout,
+            parameters=ParametersCache(dify),
+            files_url=settings.dify_files_url,
         )
-        yield CoreStack(settings=settings, redis=redis, store=store, dify=dify, service=service)
+        budgets = SharedBudgets(redis, store.keys)
+        yield CoreStack(settings=settings, redis=redis, store=store, dify=dify, service=service, budgets=budgets)

@@ -9,29 +9,28 @@ import io
 import os
 import signal
 import sys
-import threading
 import time
-from collections.abc import AsyncIterable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Any, TextIO
-from urllib.parse import urljoin, urlsplit
 
 from bots.core_stack import open_core
 from bots.diagnose import explain
-from core.answer import ContextReset, Done, Failed, Files, Progress, ReplyEvent, TextDelta, TextReplace
+from bots.terminal_files import FileCommandError, is_file_command, local_file, parse_file_command
+from bots.terminal_input import LineReader
+from core.answer import ContextReset, Done, Failed, Files, Heard, Progress, ReplyEvent, TextDelta, TextReplace
 from core.answering import AnswerPipeline
 from core.conversations import ChatKey
 from core.dify.client import WORKFLOW_MODE
 from core.dify.errors import DifyError
 from core.errors import BotError, StartupError
+from core.files.links import absolute_url, dify_images
+from core.files.model import IncomingFile
 from core.render.renderer import RenderStats
 from core.service import ReplyStream
 from core.settings import Settings
 from core.texts import friendly_error, progress_line, text
 
-PROMPT = "you> "
 HISTORY_FILE = "chat_history"
-HISTORY_LENGTH = 1000
 DOUBLE_INTERRUPT = 1.0  # seconds: a second Ctrl-C this soon after the first leaves the chat
 
 
@@ -40,12 +39,15 @@ def terminal_chat_key() -> ChatKey:
     return ChatKey(platform="cli", scope=f"cli:{name}", user=f"cli-{name}")
 
 
+def host_of(base_url: str) -> str:
+    """Dify's host: the API base URL without its `/v1`."""
+    base = base_url.rstrip("/")
+    return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
 def file_link(url: str, base_url: str) -> str:
     """An absolute link: Dify's relative `/files/...` URLs live on its host, not under `/v1`."""
-    if urlsplit(url).scheme:
-        return url
-    parts = urlsplit(base_url)
-    return urljoin(f"{parts.scheme}://{parts.netloc}/", url)
+    return absolute_url(url, host_of(base_url))
 
 
 class TerminalSink:
@@ -69,6 +71,7 @@ class TerminalSink:
         self._hold_back = hold_back
         self._base_url = base_url
         self._clock = clock
+        self._linked: set[str] = set()  # file links already printed on a line of their own
         self._shown = ""  # what was printed of the answer
         self._answer = ""  # the answer as it stands
         self._line_start = True
@@ -142,12 +145,15 @@ class TerminalSink:
         elif isinstance(event, Files):
             self._print_answer(self._answer)
             for file in event.files:
-                self._newline()
-                self._write(f"[{file.type}: {file_link(file.url, self._base_url)}]\n")
+                self._link(file.type, file.url)
+        elif isinstance(event, Heard):
+            self._newline()
+            self._write(text("heard", text=event.text) + "\n")
         elif isinstance(event, ContextReset):
             self._err.write(text("context_reset") + "\n")
         elif isinstance(event, Done):
             self._print_answer(event.answer or self._answer)
+            self._link_relative_images(event.answer or self._answer)
             if event.stopped:
                 self._newline()
                 self._write(text("stopped"))
@@ -162,6 +168,21 @@ class TerminalSink:
         self._out.flush()
         self._err.flush()
         return False
+
+    def _link(self, kind: str, url: str) -> None:
+        link = file_link(url, self._base_url)
+        if link in self._linked:
+            return
+        self._linked.add(link)
+        self._newline()
+        self._write(f"[{kind}: {link}]\n")
+
+    def _link_relative_images(self, answer: str) -> None:
+        """Markdown images with a relative Dify link are unclickable as printed: give their absolute link."""
+        host = host_of(self._base_url)
+        for url in dify_images(answer, host):
+            if url not in answer:
+                self._link("image", url)
 
     def _end(self, error: BotError, *, outcome: str) -> None:
         self._newline()
@@ -213,6 +234,7 @@ async def answer(
     err: TextIO,
     base_url: str = "",
     current: _Answering | None = None,
+    attachments: Sequence[IncomingFile] = (),
 ) -> bool:
     """Stream one answer to `out`; progress and notices go to `err`. True when it succeeded."""
     current = current or _Answering()
@@ -225,69 +247,13 @@ async def answer(
 
     try:
         hold_back = await _hold_back(pipeline)
-        stats = await pipeline.answer(chat=chat, text=message, sink=sink)
+        stats = await pipeline.answer(chat=chat, text=message, sink=sink, attachments=attachments)
     finally:
         current.active = False
         current.sink = current.stream = None
         if current.stops:
             await asyncio.wait(set(current.stops))
     return stats.outcome in ("done", "stopped")
-
-
-class _LineReader:
-    """Lines from stdin on daemon threads, one per request, so a prompt shows only after the answer."""
-
-    def __init__(self, *, interactive: bool, history: Path | None) -> None:
-        self.interactive = interactive
-        self.pending = False  # a thread still blocks on stdin: the process must not wait for it at exit
-        self._history = history
-        if history is not None and interactive:
-            _start_readline(history)
-
-    async def read(self) -> str | None:
-        loop = asyncio.get_running_loop()
-        result: asyncio.Future[str | None] = loop.create_future()
-
-        def deliver(line: str | None) -> None:
-            if not result.done():
-                result.set_result(line)
-
-        def run() -> None:
-            line = self._read_line()
-            self.pending = False
-            with contextlib.suppress(RuntimeError):  # the loop is gone: the chat has ended
-                loop.call_soon_threadsafe(deliver, line)
-
-        self.pending = True
-        threading.Thread(target=run, name="stdin", daemon=True).start()
-        return await result
-
-    def _read_line(self) -> str | None:
-        try:
-            if self.interactive:
-                return input(PROMPT)
-            line = sys.stdin.readline()
-        except (EOFError, OSError, ValueError):
-            return None
-        return line.rstrip("\r\n") if line else None
-
-    def save_history(self) -> None:
-        if self._history is not None and self.interactive:
-            with contextlib.suppress(ImportError, OSError):
-                import readline
-
-                readline.write_history_file(str(self._history))
-
-
-def _start_readline(history: Path) -> None:
-    """Line editing and history for `input()` (where the platform has readline)."""
-    try:
-        import readline
-    except ImportError:
-        return
-    readline.set_history_length(HISTORY_LENGTH)
-    with contextlib.suppress(OSError):
-        readline.read_history_file(str(history))
 
 
 class _Interrupts:
@@ -310,7 +276,7 @@ class _Interrupts:
         self._current.stop()
 
 
-async def _next_line(reader: _LineReader, leave: asyncio.Event) -> str | None:
+async def _next_line(reader: LineReader, leave: asyncio.Event) -> str | None:
     """The next line, or None at the end of input or when the user leaves."""
     read = asyncio.ensure_future(reader.read())
     left = asyncio.ensure_future(leave.wait())
@@ -322,14 +288,14 @@ async def _next_line(reader: _LineReader, leave: asyncio.Event) -> str | None:
     return None
 
 
-async def run_chat(settings: Settings, *, reader: _LineReader | None = None) -> int:
+async def run_chat(settings: Settings, *, reader: LineReader | None = None) -> int:
     """Answer lines from stdin until it ends or the user leaves; 1 when every line asked failed."""
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(errors="replace")  # undecodable bytes become U+FFFD, not lone surrogates
     interactive = sys.stdin.isatty()
     if reader is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        reader = _LineReader(interactive=interactive, history=settings.data_dir / HISTORY_FILE)
+        reader = LineReader(interactive=interactive, history=settings.data_dir / HISTORY_FILE)
     chat = terminal_chat_key()
     current = _Answering()
     interrupts = _Interrupts(current)
@@ -345,7 +311,11 @@ async def run_chat(settings: Settings, *, reader: _LineReader | None = None) -> 
                 reason = explain(exc, base_url=settings.dify_base_url)
                 raise StartupError(f"cannot use the Dify app: {reason}") from None
             if interactive:
-                print("Connected. Type a message, /reset to start over, /quit to leave.", file=sys.stderr)
+                print(
+                    "Connected. Type a message, /file PATH [question] to send a file, /voice PATH to speak, "
+                    "/reset to start over, /quit to leave.",
+                    file=sys.stderr,
+                )
             while not interrupts.leave.is_set():
                 line = await _next_line(reader, interrupts.leave)
                 if line is None:
@@ -359,11 +329,21 @@ async def run_chat(settings: Settings, *, reader: _LineReader | None = None) -> 
                     await core.service.reset(chat)
                     print(text("reset_done"), file=sys.stderr)
                     continue
+                attachments: list[IncomingFile] = []
+                if is_file_command(message):
+                    try:
+                        request = parse_file_command(message)
+                    except FileCommandError as exc:
+                        print(str(exc), file=sys.stderr)
+                        continue
+                    attachments.append(local_file(request.path, voice=request.voice))
+                    message = request.question
                 asked += 1
                 ok = await answer(
                     pipeline,
                     chat,
                     message,
+                    attachments=attachments,
                     out=sys.stdout,
                     err=sys.stderr,
                     base_url=settings.dify_base_url,
@@ -380,10 +360,10 @@ async def run_chat(settings: Settings, *, reader: _LineReader | None = None) -> 
 
 def main(settings: Settings) -> int:
     """Run the chat; a thread still waiting on stdin must not keep the process (or its exit) waiting."""
-    reader = _LineReader(interactive=sys.stdin.isatty(), history=None)
+    reader = LineReader(interactive=sys.stdin.isatty(), history=None)
     if reader.interactive:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        reader = _LineReader(interactive=True, history=settings.data_dir / HISTORY_FILE)
+        reader = LineReader(interactive=True, history=settings.data_dir / HISTORY_FILE)
     code = asyncio.run(run_chat(settings, reader=reader))
     if reader.pending:
         sys.stdout.flush()

@@ -1,103 +1,50 @@
-"""The reducer: Dify stream events in, platform-neutral reply events out."""
+"""The reducer: Dify stream events in, platform-neutral reply events (core.replies) out."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from core.dify.errors import DifyProtocolError, classify
 from core.dify.events import StreamEvent
 from core.errors import BotError
+from core.replies import (
+    Citation,
+    ContextReset,
+    Done,
+    Failed,
+    FileRef,
+    Files,
+    FilesReady,
+    Heard,
+    Progress,
+    ReplyEvent,
+    TaskStarted,
+    TextDelta,
+    TextReplace,
+    Usage,
+)
 
-# ---- reply events ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TaskStarted:
-    """Dify accepted the message; `task_id` can stop it."""
-
-    task_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class TextReplace:
-    """The whole answer so far is replaced (moderation, agent closing message, workflow outputs)."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """Something the app is doing before or between text: a node, a tool call, a retrieval."""
-
-    kind: str  # "node" | "tool" | "retrieval" | "thinking" | "queued" (waiting for the chat's previous answer)
-    label: str
-
-
-@dataclass(frozen=True, slots=True)
-class FileRef:
-    type: str
-    url: str
-    id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Files:
-    files: tuple[FileRef, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Citation:
-    title: str
-    dataset: str = ""
-    score: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Aggregated run metadata; the prompt/completion split is known only from `message_end` (else 0)."""
-
-    total_tokens: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_price: Decimal | None = None
-    currency: str = ""
-    elapsed: float | None = None
-    steps: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ContextReset:
-    """The stored conversation was gone in Dify; this answer starts a new one."""
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    answer: str
-    conversation_id: str | None = None
-    message_id: str | None = None
-    task_id: str | None = None
-    usage: Usage = field(default_factory=Usage)
-    citations: tuple[Citation, ...] = ()
-    stopped: bool = False
-    paused: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    error: BotError
-    partial: str = ""
-
-
-ReplyEvent = TaskStarted | TextDelta | TextReplace | Progress | Files | ContextReset | Done | Failed
+__all__ = [
+    "AnswerReducer",
+    "Citation",
+    "ContextReset",
+    "Done",
+    "Failed",
+    "FileRef",
+    "Files",
+    "FilesReady",
+    "Heard",
+    "Progress",
+    "ReplyEvent",
+    "TaskStarted",
+    "TextDelta",
+    "TextReplace",
+    "Usage",
+    "pick_output",
+]
 
 _OUTPUT_KEYS = ("answer", "text", "result", "output", "outputs")
 _QUIET_NODES = frozenset({"start", "answer", "end", "if-else", "variable-assigner", "assigner"})
@@ -131,11 +78,16 @@ def pick_output(outputs: Any, key: str = "") -> str | None:
 
 
 def _files(items: Any) -> tuple[FileRef, ...]:
-    """The files of a finished workflow run (`workflow_finished.data.files`)."""
+    """The files of `message_end.files` or of a finished run (`workflow_finished.data.files`)."""
     if not isinstance(items, list):
         return ()
     return tuple(
-        FileRef(type=str(item.get("type") or "file"), url=str(item["url"]), id=str(item.get("related_id") or ""))
+        FileRef(
+            type=str(item.get("type") or "file"),
+            url=str(item["url"]),
+            id=str(item.get("related_id") or item.get("id") or ""),
+            name=str(item.get("filename") or ""),
+        )
         for item in items
         if isinstance(item, Mapping) and isinstance(item.get("url"), str) and item["url"]
     )
@@ -162,6 +114,7 @@ class AnswerReducer:
         self._thought_tools: dict[str, str] = {}
         self._message_ended = False
         self._outcome: Done | Failed | None = None
+        self._seen_files: set[str] = set()  # the same file comes as message_file, in message_end and in the run
 
     @property
     def finished(self) -> bool:
@@ -213,6 +166,16 @@ class AnswerReducer:
         if text != self.text:
             self.text = text
             out.append(TextReplace(text=text))
+
+    def _new_files(self, files: tuple[FileRef, ...], out: list[ReplyEvent]) -> None:
+        fresh = []
+        for ref in files:
+            keys = {ref.id, ref.url.split("?", 1)[0]} - {""}  # links are signed anew each time
+            if not keys & self._seen_files:
+                self._seen_files |= keys
+                fresh.append(ref)
+        if fresh:
+            out.append(Files(files=tuple(fresh)))
 
     def _add_cost(self, tokens: Any, price: Any, currency: Any) -> None:
         if isinstance(tokens, int):
@@ -273,8 +236,8 @@ class AnswerReducer:
     def _on_message_file(self, event: StreamEvent, out: list[ReplyEvent]) -> None:
         url = event.get_str("url")
         if url:
-            out.append(
-                Files(files=(FileRef(type=event.get_str("type") or "file", url=url, id=event.get_str("id") or ""),))
+            self._new_files(
+                (FileRef(type=event.get_str("type") or "file", url=url, id=event.get_str("id") or ""),), out
             )
         elif event.answer is not None:
             self._append(event.answer, out)  # text deltas sent as message_file once a file exists
@@ -342,6 +305,7 @@ class AnswerReducer:
                 for item in resources
                 if isinstance(item, Mapping)
             )
+        self._new_files(_files(event.payload.get("files")), out)
         self._message_ended = True
         if self.mode != "advanced-chat":
             out.append(self._done())
@@ -368,9 +332,7 @@ class AnswerReducer:
             final = pick_output(data.get("outputs"), self.workflow_output)
             if final is not None:
                 self._replace(final, out)
-            files = _files(data.get("files"))
-            if files:
-                out.append(Files(files=files))
+        self._new_files(_files(data.get("files")), out)
         out.append(self._done(stopped=status == "stopped"))
 
     def _on_workflow_paused(self, event: StreamEvent, out: list[ReplyEvent]) -> None:

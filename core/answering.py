@@ -11,6 +11,8 @@ from typing import Any, Protocol
 from core.answer import ReplyEvent
 from core.conversations import ChatKey
 from core.errors import BotError, Interrupted
+from core.files.model import IncomingFile
+from core.files.produced import ProducedFiles
 from core.journal import Journal, JournalWriter
 from core.logs import log_context
 from core.question import check_question, refused
@@ -83,14 +85,19 @@ class AnswerPipeline:
         files: Sequence[Mapping[str, Any]] = (),
         origin: Mapping[str, Any] | None = None,
         order: float | None = None,
+        attachments: Sequence[IncomingFile] = (),
     ) -> RenderStats:
-        """Answer `text` in `chat` through the sink `sink(stream)` builds; `where` names the chat in logs.
+        """Answer `text` (and the user's `attachments`) in `chat` through the sink `sink(stream)` builds;
+        `where` names the chat in logs. A blank text with attachments asks a default question.
 
         `origin`, the front door's JSON-serialisable description of the user's message, journals the answer
         until its final frame (when a journal is configured), so another replica can finish it after a crash."""
         question = check_question(text)
+        produced: ProducedFiles | None = None
         with log_context(platform=chat.platform, chat_id=chat.scope if where is None else where):
-            async with self.service.reply(chat, question.text, inputs=inputs, files=files, order=order) as stream:
+            async with self.service.reply(
+                chat, question.text, inputs=inputs, files=files, order=order, attachments=attachments
+            ) as stream:
                 target = sink(stream)
                 entry = self._journal_entry(chat=chat, origin=origin, target=target)
                 if entry is not None:
@@ -99,12 +106,19 @@ class AnswerPipeline:
                 if task is not None:
                     self._active[target] = _InFlight(platform=chat.platform, task=task)
                 try:
-                    events = stream if question.refusal is None else refused(question.refusal)
+                    events: AsyncIterable[ReplyEvent] = (
+                        stream if question.refusal is None else refused(question.refusal)
+                    )
+                    if getattr(target, "fetches_files", False):
+                        produced = ProducedFiles(self.service.dify, extra_hosts=(self.service.files_url,))
+                        events = produced.relay(events)
                     if entry is not None:
                         events = entry.watch(events, lambda: stream.user)
                     stats = await target.render(events)
                 finally:
                     self._active.pop(target, None)
+                    if produced is not None:
+                        produced.close()
                     if entry is not None:
                         await entry.close()
             log.info(

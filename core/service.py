@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from core.answer import AnswerReducer, ContextReset, Failed, Progress, ReplyEvent, TaskStarted
+from core.answer import AnswerReducer, ContextReset, Failed, Heard, Progress, ReplyEvent, TaskStarted
 from core.conversations import ChatKey, Conversation, ConversationStore
 from core.dify.client import WORKFLOW_MODE, DifyClient
 from core.dify.errors import ConversationNotFound, DifyError
 from core.dify.events import StreamEvent
+from core.dify.parameters import ParametersCache
 from core.errors import AnswerTimedOut, AnswerTooLong, BotError, StoreUnavailable
+from core.files.intake import FileIntake, default_question
+from core.files.model import FileProblem, IncomingFile
 from core.logs import add_log_context
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,12 @@ class ChatService:
         answer_timeout: float = 900.0,
         queue_notice_after: float = QUEUE_NOTICE_AFTER,
         clock: Callable[[], float] = time.monotonic,
+        parameters: ParametersCache | None = None,
+        files_url: str = "",
     ) -> None:
         self.dify = dify
+        self.files_url = files_url  # where Dify's FILES_URL points when it is not the API host
+        self.parameters = parameters if parameters is not None else ParametersCache(dify)
         self.store = store
         self._workflow_output = workflow_output
         self._lock_wait = lock_wait
@@ -63,9 +70,12 @@ class ChatService:
         inputs: Mapping[str, Any] | None = None,
         files: Sequence[Mapping[str, Any]] = (),
         order: float | None = None,
+        attachments: Sequence[IncomingFile] = (),
     ) -> ReplyStream:
-        """The answer to `text`; `order` is the platform's number for the message (answered lowest first)."""
-        return ReplyStream(self, chat=chat, text=text, inputs=inputs, files=files, order=order)
+        """The answer to `text` (with the user's `attachments`); `order` is the platform's number for the
+        message (answered lowest first)."""
+        intake = FileIntake(self.dify, self.parameters, attachments) if attachments else None
+        return ReplyStream(self, chat=chat, text=text, inputs=inputs, files=files, order=order, intake=intake)
 
     async def reset(self, chat: ChatKey) -> bool:
         """Forget the chat's conversation; True when there was one."""
@@ -100,13 +110,16 @@ class ReplyStream:
         inputs: Mapping[str, Any] | None,
         files: Sequence[Mapping[str, Any]],
         order: float | None = None,
+        intake: FileIntake | None = None,
     ) -> None:
         self._service = service
         self.chat = chat
         self._text = text
         self._inputs = inputs
+        self._given_files = files
         self._files = files
         self._order = order
+        self._intake = intake
         self._deadline = float("inf")
         self.task_id: str | None = None
         self.user = chat.user
@@ -145,6 +158,8 @@ class ReplyStream:
                 async for event in self._answer():
                     yield event
             finally:
+                if self._intake is not None:
+                    self._intake.close()
                 await lock.release()
         except BotError as exc:  # lock wait exceeded, store down before the answer started
             log.warning("answer for %s:%s failed before starting: %r", self.chat.platform, self.chat.scope, exc)
@@ -157,7 +172,21 @@ class ReplyStream:
         except DifyError as exc:
             yield Failed(error=exc)
             return
-        first = self._new_attempt(mode, await self._resume(mode))
+        conversation_id = await self._resume(mode)
+        if self._intake is not None:
+            try:
+                heard = await self._intake.prepare(user=self.user)
+                if heard is not None:
+                    yield Heard(text=heard)
+                    self._text = f"{self._text.strip()}\n\n{heard}" if self._text.strip() else heard
+                elif not self._text.strip():
+                    self._text = default_question(self._intake.count)
+                await self._attach_files(self._intake)
+            except (FileProblem, DifyError) as exc:
+                log.info("files for %s:%s refused: %r", self.chat.platform, self.chat.scope, exc)
+                yield Failed(error=exc)
+                return
+        first = self._new_attempt(mode, conversation_id)
         async with aclosing(self._stream(first)) as replies:
             async for reply in replies:
                 yield reply
@@ -166,10 +195,19 @@ class ReplyStream:
         log.info("conversation %s is gone in Dify; starting a new one", first.conversation_id)
         await self._forget()
         self.user = self.chat.user
+        if self._intake is not None:
+            try:
+                await self._attach_files(self._intake)  # uploads belong to a user: the new conversation's needs its own
+            except FileProblem as exc:
+                yield Failed(error=exc)
+                return
         yield ContextReset()
         async with aclosing(self._stream(self._new_attempt(mode, None))) as replies:
             async for reply in replies:
                 yield reply
+
+    async def _attach_files(self, intake: FileIntake) -> None:
+        self._files = [*self._given_files, *await intake.files_for(self.user)]
 
     async def _resume(self, mode: str) -> str | None:
         """The stored conversation to continue (none for workflows); sets the user it belongs to."""

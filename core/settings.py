@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.redis_urls import RedisUrlError, parse_redis_url
+
 
 def _items(value: Any) -> Any:
     return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
@@ -99,6 +101,9 @@ class Settings(BaseSettings):
     dify_workflow_output: str = Field(
         "", description="the workflow output key holding the answer (empty: pick answer/text/result/output)"
     )
+    dify_files_url: str = Field(
+        "", description="the address Dify's FILES_URL points to when it is not the API host (empty: the API host)"
+    )
     dify_connect_timeout: float = Field(10.0, gt=0, description="seconds, a number above 0")
     dify_read_timeout: float = Field(
         120.0, ge=30, description="seconds of silence before a stream counts as dead (30 or more)"
@@ -112,7 +117,13 @@ class Settings(BaseSettings):
 
     # Storage
     redis_url: str | None = Field(
-        None, description="a redis:// or rediss:// URL; empty to use the embedded Redis under DATA_DIR"
+        None,
+        description=(
+            "a redis://, rediss:// or unix:// URL, "
+            "redis+sentinel://[:password@]host:port[,host:port…]/service_name[/db] or "
+            "redis+cluster://[[user]:password@]host:port[,host:port…] (rediss+ for TLS); "
+            "empty to use the embedded Redis under DATA_DIR"
+        ),
     )
     redis_prefix: str = Field("difybots", min_length=1, description="the prefix of every Redis key")
     data_dir: Path = Field(Path("./data"), description="a writable directory for the embedded Redis")
@@ -166,6 +177,11 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         return http_url(value)
 
+    @field_validator("dify_files_url")
+    @classmethod
+    def _files_url(cls, value: str) -> str:
+        return http_url(value) if value.strip() else ""
+
     @field_validator("redis_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
@@ -174,8 +190,13 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^(redis|rediss|unix)://", value):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if value is not None:
+            try:
+                parse_redis_url(value)
+            except RedisUrlError as exc:  # its text never quotes the URL, which may hold a password
+                raise ValueError(
+                    exc.problem if exc.problem.startswith("must") else f"is unusable: it {exc.problem}"
+                ) from None
         return value
 
     @field_validator("log_level", mode="before")

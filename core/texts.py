@@ -6,6 +6,7 @@ from typing import Literal
 
 from core.dify import errors as dify
 from core.errors import AnswerIdle, AnswerTooLong, ConversationBusy, Interrupted, StoreUnavailable
+from core.files.model import FileProblem
 from core.question import MAX_QUESTION_CHARS, QuestionTooLong
 
 Lang = Literal["en", "zh"]
@@ -130,6 +131,68 @@ _ERRORS: list[tuple[type[BaseException], str, str]] = [
     ),
 ]
 
+# One sentence per FileProblem.reason: what was wrong with the file, and how the user can resend.
+_FILE_PROBLEMS: dict[str, tuple[str, str]] = {
+    "files_disabled": (
+        "This assistant does not accept files. Please send your question as text.",
+        "这个助手不接受文件。请用文字发送你的问题。",
+    ),
+    "type_refused": (
+        "This assistant does not accept this type of file{what}. Please send it in another format or as text.",
+        "这个助手不接受这种类型的文件{what}。请换一种格式或用文字发送。",
+    ),
+    "too_large": (
+        "This file is too large: the limit is {limit_mb} MB. Please send a smaller file.",
+        "文件太大了：上限是 {limit_mb} MB。请发送更小的文件。",
+    ),
+    "too_many": (
+        "Too many files: this assistant takes at most {limit} at once. Please send fewer files.",
+        "文件太多了：这个助手一次最多接受 {limit} 个。请少发几个文件。",
+    ),
+    "too_large_unknown_limit": (
+        "This file is too large for the assistant. Please send a smaller file.",
+        "这个文件对助手来说太大了。请发送更小的文件。",
+    ),
+    "too_many_unknown_limit": (
+        "Too many files for the assistant at once. Please send fewer files.",
+        "一次发送的文件太多了。请少发几个文件。",
+    ),
+    "fetch_failed": (
+        "The bot could not download your file. Please send it again.",
+        "机器人无法下载你的文件。请重新发送。",
+    ),
+    "upload_failed": (
+        "The bot could not pass your file to the assistant. Please send it again, perhaps in another format.",
+        "机器人无法把你的文件交给助手。请重新发送，或换一种格式。",
+    ),
+    "voice_unsupported": (
+        "This assistant can't listen to voice messages. Please send your question as text.",
+        "这个助手无法收听语音消息。请用文字发送你的问题。",
+    ),
+    "transcription_failed": (
+        "The bot could not make out your voice message. Please send it again, or type your question.",
+        "机器人无法识别你的语音消息。请重新发送，或直接输入你的问题。",
+    ),
+}
+
+
+class _Blank(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _file_problem(error: FileProblem, lang: Lang) -> str:
+    reason = error.reason
+    if reason in ("too_large", "too_many") and not error.values.get("limit_mb" if reason == "too_large" else "limit"):
+        reason += "_unknown_limit"
+    english, chinese = _FILE_PROBLEMS.get(reason, _FILE_PROBLEMS["upload_failed"])
+    values = _Blank(error.values)
+    what = values.get("what", "")
+    if what:
+        values["what"] = f" ({what})" if lang == "en" else f"（{what}）"
+    return (chinese if lang == "zh" else english).format_map(values)
+
+
 _FALLBACK = ("Something went wrong while answering. Please try again.", "回答时出了点问题。请重试。")
 
 _TEXTS: dict[str, tuple[str, str]] = {
@@ -157,6 +220,11 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "我不认识这个命令。发送 /help 查看可用命令。",
     ),
     "empty_message": ("Please send some text.", "请发送文字内容。"),
+    "heard": ("🎤 {text}", "🎤 {text}"),
+    "file_missing": (
+        "⚠️ A file from the answer could not be fetched: {name}",
+        "⚠️ 无法获取回答中的文件：{name}",
+    ),
     "thinking": ("Thinking…", "思考中…"),
     "queued": ("Waiting for the previous answer…", "正在等待上一条回答完成…"),
     "progress_retrieval": ("Searching the knowledge base…", "正在检索知识库…"),
@@ -175,6 +243,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
 def friendly_error(error: BaseException, lang: Lang = "en") -> str:
     """One sentence saying what happened and what to do; never a code, JSON or exception text."""
     index = 1 if lang == "zh" else 0
+    if isinstance(error, FileProblem):
+        return _file_problem(error, lang)
     for cls, english, chinese in _ERRORS:
         if isinstance(error, cls):
             return (english, chinese)[index]

@@ -27,6 +27,8 @@ class OpenAIDoor:
             keys=[key.get_secret_value() for key in section.api_keys],
             model=section.model_name,
             system_input=section.system_input,
+            max_image_bytes=section.max_image_mb * 1024 * 1024,
+            private_image_hosts=section.image_private_hosts,
             **options,
         )
 
@@ -36,7 +38,7 @@ class OpenAIDoor:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        return None
+        await self.api.close()
 
     def mount(self, app: web.Application) -> None:
         self.api.register(app)

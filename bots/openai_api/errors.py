@@ -8,6 +8,7 @@ from aiohttp import web
 
 from core.dify import errors as dify
 from core.errors import BotError, ConversationBusy, Interrupted, StoreUnavailable
+from core.files.model import FileProblem
 from core.question import QuestionTooLong
 from core.texts import friendly_error
 
@@ -88,8 +89,17 @@ _BY_ERROR: list[tuple[type[BaseException], _Mapping]] = [
 _FALLBACK = _Mapping(500, "server_error", None)
 
 
+def _file_problem(error: FileProblem) -> ApiError:
+    """The caller's image was refused or could not be read (400), or Dify would not take it (502)."""
+    if error.reason == "upload_failed":
+        return ApiError(502, friendly_error(error), type="server_error", code="upstream_error")
+    return ApiError(400, friendly_error(error), code=error.reason, retry=False)
+
+
 def from_bot_error(error: BotError) -> ApiError:
     """The HTTP error for an answer that failed before any text was sent; the message is the friendly one."""
+    if isinstance(error, FileProblem):
+        return _file_problem(error)
     mapping = next((found for cls, found in _BY_ERROR if isinstance(error, cls)), _FALLBACK)
     return ApiError(mapping.status, friendly_error(error), type=mapping.type, code=mapping.code, retry=mapping.retry)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from core.answer import Usage
+from core.answer import FileRef, Usage
+from core.files.links import absolute_url, dify_images
 
 DONE_FRAME = b"data: [DONE]\n\n"
 
@@ -74,3 +77,29 @@ def chunk_body(
 
 def sse_frame(body: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _without_query(url: str) -> str:
+    return urlsplit(url)._replace(query="", fragment="").geturl()
+
+
+def file_links(answer: str, files: Sequence[FileRef], host_url: str) -> str:
+    """Markdown links to the answer's files with absolute URLs (images as images), after a blank line.
+
+    Relative Markdown images in the answer get an absolute copy; a file the answer already links to is not
+    repeated (signed links differ only in their query)."""
+    candidates = [(file.type, absolute_url(file.url, host_url)) for file in files]
+    candidates += [("image", url) for url in dify_images(answer, host_url)]
+    lines: list[str] = []
+    shown: set[str] = set()
+    for kind, url in candidates:
+        bare = _without_query(url)
+        if bare in answer or bare in shown:
+            continue
+        shown.add(bare)
+        last = unquote(bare.rsplit("/", 1)[-1])
+        name = last if "." in last else kind  # a signed `file-preview` link names no file
+        lines.append(f"![{kind}]({url})" if kind == "image" else f"[{name}]({url})")
+    if not lines:
+        return ""
+    return ("\n\n" if answer.strip() else "") + "\n".join(lines)

@@ -6,7 +6,7 @@ from bots.front_door import Check, FrontDoorPlugin, lazy_factory
 from bots.openai_api.settings import OpenAISettings
 from core.settings import Settings
 
-_ALSO_SET = ("model_name", "system_input")
+_ALSO_SET = ("model_name", "system_input", "max_image_mb", "image_private_hosts")
 
 
 def _configured(section: OpenAISettings) -> bool:

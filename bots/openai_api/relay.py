@@ -11,8 +11,8 @@ from aiohttp import web
 
 from bots.openai_api.errors import ApiError, from_bot_error
 from bots.openai_api.feed import Feed
-from bots.openai_api.payloads import DONE_FRAME, Completion, chunk_body, completion_body, sse_frame
-from core.answer import Done, Failed, ReplyEvent, TextDelta, TextReplace
+from bots.openai_api.payloads import DONE_FRAME, Completion, chunk_body, completion_body, file_links, sse_frame
+from core.answer import Done, Failed, FileRef, Files, ReplyEvent, TextDelta, TextReplace
 from core.dify.errors import DifyProtocolError
 from core.errors import BotError
 from core.render.renderer import RenderStats
@@ -64,6 +64,12 @@ class AnswerRelay:
         self._error: ApiError | None = None
         self._response: web.StreamResponse | None = None
         self.hold_back = False  # send no text until the answer is final (streamed workflow previews)
+        self.host_url = ""  # Dify's host: the answer's file links are made absolute against it
+        self._files: list[FileRef] = []
+
+    def _links(self, answer: str) -> str:
+        """The Markdown links to the answer's files that follow its text."""
+        return file_links(answer, self._files, self.host_url)
 
     def response(self) -> web.StreamResponse:
         """What the handler returns once `render` is done; raises the HTTP error of a failure before any text."""
@@ -129,9 +135,13 @@ class CompletionRelay(AnswerRelay):
                 self._settle("failed", event.error)
                 self._error = from_bot_error(event.error)
                 return
+            if isinstance(event, Files):
+                self._files.extend(event.files)
+                continue
             if isinstance(event, Done):
                 self._settle("done")
-                self._response = web.json_response(completion_body(self._meta, event.answer, event.usage))
+                content = event.answer + self._links(event.answer)
+                self._response = web.json_response(completion_body(self._meta, content, event.usage))
                 now = self._clock()
                 self.stats.first_text_at = now if event.answer.strip() else None
                 self.stats.final_at = now
@@ -161,6 +171,9 @@ class ChunkRelay(AnswerRelay):
             if isinstance(event, Failed):
                 await self._fail(event.error)
                 return
+            if isinstance(event, Files):
+                self._files.extend(event.files)
+                continue
             answer = _answer_after(event, answer)
             if self.hold_back and not isinstance(event, Done):
                 continue
@@ -170,6 +183,9 @@ class ChunkRelay(AnswerRelay):
                 if self.stats.first_text_at is None and sent.strip():
                     self.stats.first_text_at = self._clock()
             if isinstance(event, Done):
+                links = self._links(answer)
+                if links:
+                    await self._send(chunk_body(self._meta, {"content": links}))
                 self._settle("done")
                 await self._finish(chunk_body(self._meta, {}, finish_reason="stop", usage=event.usage))
                 return

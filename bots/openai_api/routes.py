@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from bots.openai_api.errors import ApiError, from_bot_error, invalid_api_key, invalid_request, shutting_down
+from bots.openai_api.images import DEFAULT_MAX_BYTES, MB, image_attachments, images_refused
 from bots.openai_api.payloads import Completion
+from bots.openai_api.public_hosts import connector_options
 from bots.openai_api.relay import AnswerRelay, ChunkRelay, CompletionRelay
 from bots.openai_api.schema import Prompt, parse_request, prompt_of
 from core.answering import AnswerPipeline
@@ -19,6 +22,7 @@ from core.conversations import ChatKey
 from core.dify.client import WORKFLOW_MODE, caller_retries
 from core.dify.errors import DifyError
 from core.errors import BotError
+from core.files.model import IncomingFile
 from core.service import ReplyStream
 
 log = logging.getLogger(__name__)
@@ -40,18 +44,6 @@ def _checked_id(value: str, param: str) -> str:
     return value
 
 
-def images_enabled(parameters: Mapping[str, Any]) -> bool:
-    """Whether the app takes image files: `file_upload.image.enabled`, or the newer `allowed_file_types`."""
-    upload = parameters.get("file_upload")
-    if not isinstance(upload, Mapping):
-        return False
-    image = upload.get("image")
-    if isinstance(image, Mapping) and image.get("enabled") is True:
-        return True
-    types = upload.get("allowed_file_types")
-    return upload.get("enabled") is True and isinstance(types, list) and "image" in types
-
-
 class OpenAIApi:
     """`POST /v1/chat/completions`, `GET /v1/models` and `DELETE /v1/conversations/{user}` over the pipeline."""
 
@@ -64,6 +56,8 @@ class OpenAIApi:
         system_input: str = "system_prompt",
         system_prefix: bool = False,
         clock: Callable[[], float] = time.time,
+        max_image_bytes: int = DEFAULT_MAX_BYTES,
+        private_image_hosts: bool = False,
     ) -> None:
         self._pipeline = pipeline
         self._service = pipeline.service
@@ -72,8 +66,15 @@ class OpenAIApi:
         self._system_input = system_input
         self._system_prefix = system_prefix
         self._clock = clock
-        self._images: bool | None = None
+        self._max_image_bytes = max_image_bytes
+        self._http: aiohttp.ClientSession | None = None  # downloads image links; never carries a key
+        self._private_image_hosts = private_image_hosts
         self._accepting = True
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     def stop_intake(self) -> None:
         """New completions get 503 (shutdown); answers in flight go on."""
@@ -138,7 +139,8 @@ class OpenAIApi:
         if not self._accepting:
             raise shutting_down()
         try:
-            raw = await request.read()
+            # Room for images sent inline as base64 data URLs (4/3 of their size), beyond the server's default.
+            raw = await request.clone(client_max_size=2 * self._max_image_bytes + MB).read()
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(413, "The request body is too large.", retry=False) from None
         body = parse_request(raw)
@@ -154,18 +156,19 @@ class OpenAIApi:
         meta = Completion.new(created=self._clock(), model=body.model or self._model)
         try:
             query, inputs = await self._query_and_inputs(prompt, chat, new=one_off)
-            files = await self._files(prompt.images)
+            attachments = await self._attachments(prompt)
             hold_back = bool(body.stream) and await self._is_workflow()
             relays: list[AnswerRelay] = []
 
             def sink(stream: ReplyStream) -> AnswerRelay:
                 relay = (ChunkRelay if body.stream else CompletionRelay)(request, stream, meta)
                 relay.hold_back = hold_back
+                relay.host_url = self._service.dify.host_url
                 relays.append(relay)
                 return relay
 
             with caller_retries():  # OpenAI clients retry 429s themselves, after Retry-After
-                await self._pipeline.answer(chat=chat, text=query, sink=sink, inputs=inputs, files=files)
+                await self._pipeline.answer(chat=chat, text=query, sink=sink, inputs=inputs, attachments=attachments)
             return relays[0].response()
         finally:
             if one_off:
@@ -189,13 +192,29 @@ class OpenAIApi:
                 query = f"{prompt.system}\n\n{query}"
         return query, inputs
 
-    async def _files(self, images: Sequence[str]) -> list[dict[str, str]]:
-        if not images or not await self._images_enabled():
+    async def _attachments(self, prompt: Prompt) -> list[IncomingFile]:
+        """The prompt's images as files for Dify, when the app takes images; otherwise a 400 that says so."""
+        if not prompt.images:
             return []
-        urls = [url for url in images if url.startswith(("http://", "https://"))]
-        if len(urls) < len(images):
-            log.info("ignoring %d image(s) given inline: only URLs can be passed on", len(images) - len(urls))
-        return [{"type": "image", "transfer_method": "remote_url", "url": url} for url in urls]
+        try:
+            rules = (await self._service.parameters.get()).files
+        except BotError as exc:
+            raise from_bot_error(exc) from None
+        if not (rules.enabled and "image" in rules.allowed_types):
+            raise images_refused(prompt.param)
+        return image_attachments(
+            prompt.images,
+            param=prompt.param,
+            session=self._session,
+            max_bytes=self._max_image_bytes,
+            allow_private=self._private_image_hosts,
+        )
+
+    async def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            connector = aiohttp.TCPConnector(**connector_options(allow_private=self._private_image_hosts))
+            self._http = aiohttp.ClientSession(connector=connector)
+        return self._http
 
     async def _is_workflow(self) -> bool:
         """Whether the app is a workflow, whose streamed text is only a preview (a failure shows in the answer)."""
@@ -203,16 +222,6 @@ class OpenAIApi:
             return await self._service.dify.app_mode() == WORKFLOW_MODE
         except DifyError:
             return False
-
-    async def _images_enabled(self) -> bool:
-        if self._images is None:
-            try:
-                parameters = await self._service.dify.parameters()
-            except DifyError as exc:
-                log.warning("could not read the app's file upload settings; ignoring images: %r", exc)
-                return False
-            self._images = images_enabled(parameters)
-        return self._images
 
     async def _forget(self, chat: ChatKey) -> None:
         try:

@@ -51,11 +51,12 @@ class ChatCompletionRequest(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """What Dify gets: the last user message, its images, and the system message."""
+    """What Dify gets: the last user message, its images (files for Dify), and the system message."""
 
     query: str
     system: str
     images: tuple[str, ...]
+    param: str = "messages"  # where the last user message is, for errors about it
 
 
 _FIELDS = frozenset({*ChatCompletionRequest.model_fields, *ChatMessage.model_fields, *ContentPart.model_fields})
@@ -121,11 +122,12 @@ def prompt_of(request: ChatCompletionRequest) -> Prompt:
             last_user = index
     if last_user is None:
         raise invalid_request("'messages' must include a message with role 'user'.", param="messages")
+    param = f"messages[{last_user}].content"
     query, images = _texts_and_images(request.messages[last_user].content)
-    if not query.strip():
-        raise invalid_request("The last user message has no text.", param=f"messages[{last_user}].content")
+    if not query.strip() and not images:
+        raise invalid_request("The last user message has no text.", param=param)
     systems = [
         _texts_and_images(message.content)[0] for message in request.messages if message.role in ("system", "developer")
     ]
     system = "\n\n".join(text for text in systems if text.strip())
-    return Prompt(query=query, system=system, images=tuple(images))
+    return Prompt(query=query, system=system, images=tuple(images), param=param)

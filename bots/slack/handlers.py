@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack.addressing import SlackMessage, channel_generation_name, chat_key, is_reset, query_of
 from bots.slack.budgets import SlackBudgets
 from bots.slack.failures import on_error
+from bots.slack.files_in import file_fields, incoming_files
 from bots.slack.surface import NativeStreamSurface, UpdateSurface
 from core.answering import AnswerPipeline
 from core.conversations import ConversationStore
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # Slack sends these as strings; anything else is a malformed event, ignored rather than stringified.
 MESSAGE_FIELDS = ("channel", "user", "text", "ts", "thread_ts", "team")
+# DM message subtypes that are a user's question: a plain message, or one sharing files.
+SHARED = frozenset({None, "file_share"})
 
 
 @dataclass(slots=True)
@@ -85,9 +88,9 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
 
     @app.event("message")
     async def on_message(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient, context: Any) -> None:
-        # Only plain DMs: edits, deletions, joins, other bots and echoes of our own updates are acknowledged
-        # (bolt answers 200 because this listener matched) and dropped.
-        if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
+        # Only plain DMs and files shared in them: edits, deletions, joins, other bots and echoes of our own
+        # updates are acknowledged (bolt answers 200 because this listener matched) and dropped.
+        if event.get("channel_type") != "im" or event.get("subtype") not in SHARED or event.get("bot_id"):
             return
         await handle_message(
             ctx, client, event, team=str(body.get("team_id") or ""), bot_user_id=context.bot_user_id, mentioned=False
@@ -131,19 +134,20 @@ async def handle_message(
         await _ephemeral(client, message, text("not_allowed"))
         return
     query = query_of(message.text, bot_user_id=bot_user_id)
+    files = file_fields(event.get("files"))
     try:
         key = await chat_key(ctx.store, message, mentioned=mentioned)
-        if is_reset(query):
+        if is_reset(query) and not files:
             await ctx.pipeline.service.reset(key)
             await _reply(client, message, text("reset_done"))
             return
     except BotError as exc:
         await _reply(client, message, friendly_error(exc))
         return
-    if not query:
+    if not query and not files:
         await _reply(client, message, text("help"))
         return
-    await answer(ctx, client, message, key=key, query=query)
+    await answer(ctx, client, message, key=key, query=query, files=files)
 
 
 def _order(message: SlackMessage) -> float | None:
@@ -154,8 +158,20 @@ def _order(message: SlackMessage) -> float | None:
         return None
 
 
-async def answer(ctx: SlackContext, client: AsyncWebClient, message: SlackMessage, *, key: Any, query: str) -> None:
-    """Stream Dify's answer to `query` into the message's thread."""
+async def answer(
+    ctx: SlackContext,
+    client: AsyncWebClient,
+    message: SlackMessage,
+    *,
+    key: Any,
+    query: str,
+    files: Sequence[dict[str, Any]] = (),
+) -> None:
+    """Stream Dify's answer to `query` (and the shared `files`, file objects as file_fields keeps them) into
+    the message's thread. A blank query with files asks core's default question."""
+    attachments = (
+        await incoming_files(client, files, budget=ctx.budgets.bucket(message.team, "files.info")) if files else []
+    )
     surface = _surface(ctx, client, message)
     throttle = Throttle(ctx.update_interval)  # per message; the workspace's budgets are kept by the surface
 
@@ -168,7 +184,9 @@ async def answer(ctx: SlackContext, client: AsyncWebClient, message: SlackMessag
         sink=renderer,
         where=f"{message.channel}/{message.root_ts}",
         order=_order(message),
-        origin={"message": asdict(message), "query": query},  # read by bots/slack/recovery.py
+        # read by bots/slack/recovery.py (file objects hold no token: their URLs need it as a header)
+        origin={"message": asdict(message), "query": query, "files": list(files)},
+        attachments=attachments,
     )
     if isinstance(surface, NativeStreamSurface) and surface.native_failed and ctx.streaming == "auto":
         log.info(

@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.addressing import SlackMessage
 from bots.slack.errors import NETWORK_ERRORS
+from bots.slack.files_in import file_fields
 from bots.slack.handlers import SlackContext, answer
 from bots.slack.update_surface import UpdateSurface
 from core.dify.errors import DifyError
@@ -35,7 +36,8 @@ async def recover(ctx: SlackContext, client: AsyncWebClient, entry: JournalEntry
             with contextlib.suppress(SurfaceError):
                 await surface.delete(handle_id(shown.handle))
         log.info("answering again a message whose answer never started (%s)", message.channel)
-        await answer(ctx, client, message, key=entry.chat, query=str(entry.origin["query"]))
+        files = file_fields(entry.origin.get("files"))
+        await answer(ctx, client, message, key=entry.chat, query=str(entry.origin["query"]), files=files)
         return
     if entry.messages:
         # A native stream takes no chat.update while it is open; the stream of a dead replica may still be.

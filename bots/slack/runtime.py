@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bots.front_door import ApiCallRecorder, DoorServices
+from bots.slack.budgets import SlackBudgets
 from bots.slack.handlers import SlackContext, register
 from bots.slack.intake import Rejected, bolt_request, is_signed
 from bots.slack.recovery import recover
@@ -28,6 +29,7 @@ from core.settings import SettingsError
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+SOCKET_CONNECT_TIMEOUT = 15.0  # seconds to open the Socket Mode WebSocket at start-up
 
 
 class RecordingWebClient(AsyncWebClient):
@@ -65,6 +67,7 @@ def create_door(section: SlackSettings, services: DoorServices) -> SlackBot:
         update_interval=section.update_interval,
         allowed_channels=section.allowed_channels,
         allowed_users=section.allowed_users,
+        budgets=SlackBudgets(shared=services.core.budgets),
     )
     for name, value in services.tuning.items():
         setattr(context, name, value)
@@ -165,14 +168,37 @@ class SlackBot:
         await recover(self.context, self.client, entry)
 
     async def start_socket_mode(self) -> None:
+        """Connect to Slack over Socket Mode; a refused app token or an unreachable socket stops start-up."""
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
         assert self.app_token is not None
-        self._socket = AsyncSocketModeHandler(self.app, self.app_token)
-        await self._socket.connect_async()
+        handler: Any = AsyncSocketModeHandler(self.app, self.app_token)  # its methods carry no type hints
+        self._socket = handler
+        try:
+            # The first URL is asked for here: the client itself would retry a refused token for ever.
+            opened = await self.client.apps_connections_open(app_token=self.app_token)
+        except SlackApiError as exc:
+            error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+            raise StartupError(
+                f"Slack refused the app token (apps.connections.open: {error or exc.response.status_code}); "
+                "check SLACK_APP_TOKEN (an app-level token with connections:write)"
+            ) from None
+        except (aiohttp.ClientError, TimeoutError):
+            raise StartupError("cannot reach the Slack Web API; check the network and SLACK_API_BASE") from None
+        handler.client.wss_uri = str(opened["url"])
+        try:
+            await asyncio.wait_for(handler.connect_async(), timeout=SOCKET_CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise StartupError("cannot open the Slack Socket Mode connection; check the network") from None
+        log.info("slack: connected over Socket Mode")
 
     async def stop(self) -> None:
-        if self._socket is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._socket.close_async(), timeout=5)
-            self._socket = None
+        socket, self._socket = self._socket, None
+        if socket is None:
+            return
+        client = socket.client
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(socket.close_async(), timeout=5)
+        # close() cancels the client's loops without waiting for them: wait, so none outlives the door.
+        loops = [client.message_processor, client.current_session_monitor, client.message_receiver]
+        await asyncio.gather(*(task for task in loops if task is not None), return_exceptions=True)

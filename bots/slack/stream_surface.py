@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
@@ -14,6 +14,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack.api import BudgetFor, SlackApi
 from bots.slack.errors import NETWORK_ERRORS, describe, error_code, status_code, surface_error
 from bots.slack.update_surface import THINKING, UPDATE_LIMITS, UpdateSurface, frame
+from bots.slack.uploads import FileUploader
+from core.files.model import ProducedFile
 from core.render.surface import (
     SurfaceLimits,
     SurfaceMessageGone,
@@ -101,6 +103,7 @@ class NativeStreamSurface:
         budget: BudgetFor | None = None,
     ) -> None:
         self._slack = SlackApi(client, channel=channel, thread_ts=thread_ts, budget=budget)
+        self._uploads = FileUploader(self._slack)
         self.channel = channel
         self.thread_ts = thread_ts
         self._recipient_user_id = recipient_user_id
@@ -201,6 +204,10 @@ class NativeStreamSurface:
                 raise surface_error(exc) from exc
         except NETWORK_ERRORS as exc:
             raise surface_error(exc) from exc
+
+    async def attach(self, files: Sequence[ProducedFile]) -> None:
+        """Share files the app produced into the answer's thread (the same flow after a fallback)."""
+        await self._uploads.attach(files)
 
     async def typing(self) -> None:
         # The streamed message shows progress once it exists; before that, the thread status does

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.api import BudgetFor, SlackApi
 from bots.slack.errors import NETWORK_ERRORS, error_code, surface_error
+from bots.slack.uploads import FileUploader
+from core.files.model import ProducedFile
 from core.render.surface import SurfaceLimits
 
 __all__ = ["CURSOR", "THINKING", "UPDATE_LIMITS", "UpdateSurface", "frame"]
@@ -34,6 +37,7 @@ class UpdateSurface:
         self, client: AsyncWebClient, *, channel: str, thread_ts: str, budget: BudgetFor | None = None
     ) -> None:
         self._slack = SlackApi(client, channel=channel, thread_ts=thread_ts, budget=budget)
+        self._uploads = FileUploader(self._slack)
         self.channel = channel
         self.thread_ts = thread_ts
         self._posted = False
@@ -76,6 +80,10 @@ class UpdateSurface:
                 raise surface_error(exc) from exc
         except NETWORK_ERRORS as exc:
             raise surface_error(exc) from exc
+
+    async def attach(self, files: Sequence[ProducedFile]) -> None:
+        """Share files the app produced into the answer's thread."""
+        await self._uploads.attach(files)
 
     async def typing(self) -> None:
         # Posting a reply clears the status; setting it again afterwards would leave it hanging under

@@ -1,20 +1,25 @@
-"""aiogram handlers: commands, text messages and the streamed answer."""
+"""aiogram handlers: commands, text messages, files and albums, and the streamed answer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command
-from aiogram.types import Message
+from aiogram.types import Message, User
 
-from bots.telegram.addressing import GROUP_TYPES, addressed_query, chat_key, group_key, topic_of
+from bots.telegram.addressing import GROUP_TYPES, Addressed, addressed_query, chat_key, group_key, topic_of
+from bots.telegram.albums import AlbumCollector
+from bots.telegram.files import has_files, incoming_files
 from bots.telegram.surface import TelegramSurface
 from core.answering import AnswerPipeline
+from core.conversations import on_queued
 from core.errors import BotError
+from core.files.model import IncomingFile
 from core.render.renderer import RenderStats, StreamRenderer
 from core.render.surface import SurfaceError, SurfaceRateLimited
 from core.render.throttle import Clock, Sleep, ThrottleRegistry
@@ -44,6 +49,16 @@ class TelegramContext:
     clock: Clock | None = None
     sleep: Sleep | None = None
     opening_statement: str | None = None
+    album_quiet: float = 0.5  # seconds without a new part before an album is answered
+    _albums: AlbumCollector | None = field(default=None, repr=False)
+
+    @property
+    def albums(self) -> AlbumCollector:
+        """Album parts are collected in the conversation store's Redis, so any replica may receive them."""
+        if self._albums is None:
+            store = self.pipeline.service.store
+            self._albums = AlbumCollector(store.redis, store.keys, quiet=self.album_quiet)
+        return self._albums
 
     def interval(self, chat_type: str) -> float:
         return self.group_interval if chat_type in GROUP_TYPES else self.private_interval
@@ -129,6 +144,19 @@ def build_router(ctx: TelegramContext) -> Router:
             return
         await answer(ctx, bot, message, addressed.query)
 
+    @router.message(F.func(has_files))
+    async def on_file(message: Message, bot: Bot) -> None:
+        if message.media_group_id:
+            await on_album_part(ctx, bot, message)
+            return
+        addressed = addressed_caption(message, me=await bot.me())
+        if addressed is None:
+            return
+        if not ctx.allowed(message):
+            await _say(ctx, bot, message, text("not_allowed", _lang(message)))
+            return
+        await answer(ctx, bot, message, addressed.query, attachments=incoming_files(message, bot))
+
     @router.message(F.migrate_to_chat_id)
     async def migrated(message: Message, bot: Bot) -> None:
         """The group became a supergroup: its conversation continues there."""
@@ -150,18 +178,64 @@ def build_router(ctx: TelegramContext) -> Router:
     return router
 
 
+def addressed_caption(message: Message, *, me: User) -> Addressed | None:
+    """Like addressed_query, for a file's caption: the question, or None when the file is not for the bot."""
+    as_text = message.model_copy(update={"text": message.caption or "", "entities": message.caption_entities})
+    return addressed_query(as_text, me=me)
+
+
+async def on_album_part(ctx: TelegramContext, bot: Bot, message: Message) -> None:
+    """Store one part of an album; the replica that stored the first part answers the whole album."""
+    assert message.media_group_id is not None
+    part = message.model_dump(mode="json", exclude_none=True, by_alias=True)
+    try:
+        first = await ctx.albums.add(message.chat.id, message.media_group_id, part)
+    except BotError as exc:
+        log.warning("cannot collect album parts in chat %s: %r", message.chat.id, exc)
+        await _say(ctx, bot, message, friendly_error(exc, _lang(message)))
+        return
+    if not first:
+        return
+    release = on_queued.get()
+    if release is not None:
+        release()  # the album's other parts of this chat must get through while this one waits for them
+    try:
+        parts = await ctx.albums.collect(message.chat.id, message.media_group_id)
+    except BotError as exc:
+        log.warning("cannot read album parts in chat %s: %r", message.chat.id, exc)
+        parts = [part]
+    messages = [Message.model_validate(raw).as_(bot) for raw in parts] or [message]
+    me = await bot.me()
+    addressed = [found for item in messages if (found := addressed_caption(item, me=me)) is not None]
+    if not addressed:
+        return
+    if not ctx.allowed(messages[0]):
+        await _say(ctx, bot, messages[0], text("not_allowed", _lang(messages[0])))
+        return
+    query = next((found.query for found in addressed if found.query), "")
+    files = [file for item in messages for file in incoming_files(item, bot)]
+    await answer(ctx, bot, messages[0], query, attachments=files)
+
+
 # The parts of the user's message an answer needs again after a crash: where to reply, who asked.
 ORIGIN_FIELDS = {"message_id", "date", "chat", "from_user", "message_thread_id", "is_topic_message"}
 
 
-def origin_of(message: Message, query: str) -> dict[str, Any]:
-    """The answer journal's description of the user's message (JSON); bots/telegram/recovery.py reads it."""
+def origin_of(message: Message, query: str, *, files: int = 0) -> dict[str, Any]:
+    """The answer journal's description of the user's message (JSON); bots/telegram/recovery.py reads it.
+
+    `files`: how many files came with the question (they are not journaled, so such a question is not re-asked)."""
     dumped = message.model_dump(mode="json", include=ORIGIN_FIELDS, exclude_none=True, by_alias=True)
-    return {"message": dumped, "query": query}
+    origin: dict[str, Any] = {"message": dumped, "query": query}
+    if files:
+        origin["files"] = files
+    return origin
 
 
-async def answer(ctx: TelegramContext, bot: Bot, message: Message, query: str) -> RenderStats:
-    """Stream Dify's answer to `query` into the chat as a reply to `message`."""
+async def answer(
+    ctx: TelegramContext, bot: Bot, message: Message, query: str, *, attachments: Sequence[IncomingFile] = ()
+) -> RenderStats:
+    """Stream Dify's answer to `query` (and `attachments`) into the chat as a reply to `message`."""
     surface = TelegramSurface(bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id)
     throttle = ctx.throttles.get(message.chat.id, ctx.interval(message.chat.type))
     timing: dict[str, Any] = {}
@@ -185,6 +259,7 @@ async def answer(ctx: TelegramContext, bot: Bot, message: Message, query: str) -
         text=query,
         sink=renderer,
         where=message.chat.id,
-        origin=origin_of(message, query),
+        origin=origin_of(message, query, files=len(attachments)),
         order=message.message_id,  # rises with every message of a chat: answered in the order sent
+        attachments=attachments,
     )

@@ -1,11 +1,11 @@
-"""TelegramBot: the aiogram Bot and Dispatcher, de-duplication, per-chat ordering, polling or webhook."""
+"""TelegramBot: the aiogram Bot and Dispatcher, de-duplication, per-chat ordering, polling (one replica) or webhook."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlparse
@@ -30,8 +30,10 @@ from bots.front_door import DoorServices
 from bots.ordering import ChatGate
 from bots.telegram.errors import handle_errors
 from bots.telegram.handlers import COMMANDS, TelegramContext, build_router
+from bots.telegram.poller import LeaseTiming, PollerElection, PollerLease
 from bots.telegram.recovery import recover
 from bots.telegram.settings import TelegramSettings
+from bots.telegram.shared_budget import SharedChatBudget
 from bots.telegram.webhook import CheckedRequestHandler
 from core.conversations import ConversationStore, on_queued
 from core.errors import BotError, StartupError, StoreUnavailable
@@ -89,7 +91,7 @@ def create_door(section: TelegramSettings, services: DoorServices) -> TelegramBo
     for name, value in services.tuning.items():
         setattr(context, name, value)
     secret = section.webhook_secret
-    return TelegramBot(
+    door = TelegramBot(
         token=section.bot_token.get_secret_value(),
         api_base=section.api_base,
         store=services.core.store,
@@ -98,6 +100,16 @@ def create_door(section: TelegramSettings, services: DoorServices) -> TelegramBo
         webhook_secret=secret.get_secret_value() if secret else None,
         on_api_call=services.record_api_call,
     )
+    door.bot.session.middleware(
+        SharedChatBudget(
+            services.core.budgets,
+            bot_id=door.bot.id,
+            private_interval=context.private_interval,
+            group_interval=context.group_interval,
+            global_rate=section.global_rate,
+        )
+    )
+    return door
 
 
 class TelegramBot:
@@ -127,6 +139,8 @@ class TelegramBot:
         self.dispatcher.update.outer_middleware(self._in_order_once)
         self._gate = ChatGate()
         self._polling: asyncio.Task[None] | None = None
+        self._election: PollerElection | None = None
+        self.lease_timing = LeaseTiming()
         self.me: User | None = None
 
     async def __aenter__(self) -> Self:
@@ -153,7 +167,7 @@ class TelegramBot:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.stop_polling()
+        await self.stop_intake()
         await self.bot.session.close()
 
     # ---- update pipeline ------------------------------------------------------------------------
@@ -189,13 +203,36 @@ class TelegramBot:
             self.mount_webhook(app)
 
     async def start(self) -> None:
+        """Webhook mode: register the webhook. Polling mode: poll if this replica wins the lease, else stand by."""
         if self.webhook_url:
             await self.register_webhook()
-        else:
-            await self.start_polling()
+            return
+        lease = PollerLease(
+            self.store.redis, self.store.keys.poller("telegram", self.bot.id), ttl=self.lease_timing.ttl
+        )
+        self._election = PollerElection(
+            lease,
+            lead=self.start_polling,
+            step_down=self.stop_polling,
+            alive=self.polling,
+            timing=self.lease_timing,
+        )
+        await self._election.start()
 
     async def stop_intake(self) -> None:
+        if self._election is not None:
+            await self._election.stop()  # hands the lease back: a standby polls at once
         await self.stop_polling()
+
+    @property
+    def role(self) -> str:
+        """`webhook`, or in polling mode `poller` (this replica calls getUpdates) or `standby`."""
+        if self.webhook_url:
+            return "webhook"
+        return self._election.role if self._election is not None else "standby"
+
+    def readiness(self) -> Mapping[str, str]:
+        return {"telegram": self.role}
 
     async def recover(self, entry: JournalEntry) -> None:
         """Finish an answer a dead replica left in the journal (see bots/telegram/recovery.py)."""
@@ -204,8 +241,15 @@ class TelegramBot:
     # ---- transports -----------------------------------------------------------------------------
 
     async def start_polling(self) -> None:
-        """Long polling in the background (any webhook is removed first)."""
-        await self.bot.delete_webhook(drop_pending_updates=False)
+        """Long polling in the background (any webhook is removed first); only while holding the poller lease."""
+        if self._polling is not None:
+            return
+        try:
+            await self.bot.delete_webhook(drop_pending_updates=False, request_timeout=2)  # within the lease
+        except TelegramAPIError as exc:  # getUpdates will say so if a webhook is still set
+            log.warning("could not remove the webhook before polling: %s", exc.message)
+        # Each lease win or loss starts and stops the dispatcher: its startup/shutdown hooks must stay
+        # empty, and the bot's session outlives polling.
         self._polling = asyncio.create_task(
             self.dispatcher.start_polling(
                 self.bot,
@@ -216,15 +260,23 @@ class TelegramBot:
             ),
             name="telegram polling",
         )
+        await asyncio.sleep(0)  # let it take the dispatcher's running lock, so stop_polling can stop it
 
     async def stop_polling(self) -> None:
-        if self._polling is None:
+        """Stop calling getUpdates now; updates already taken are still answered."""
+        polling, self._polling = self._polling, None
+        if polling is None:
             return
-        with contextlib.suppress(RuntimeError):
+        try:
             await self.dispatcher.stop_polling()
+        except RuntimeError:  # not started yet (or already ended)
+            polling.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(self._polling, timeout=5)
-        self._polling = None
+            await asyncio.wait_for(polling, timeout=5)
+
+    def polling(self) -> bool:
+        """Whether the long-polling loop runs."""
+        return self._polling is not None and not self._polling.done()
 
     def webhook_path(self) -> str:
         if not self.webhook_url:

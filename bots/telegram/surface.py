@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 from aiogram import Bot
@@ -12,6 +14,7 @@ from aiogram.exceptions import (
     ClientDecodeError,
     TelegramAPIError,
     TelegramBadRequest,
+    TelegramEntityTooLarge,
     TelegramForbiddenError,
     TelegramMigrateToChat,
     TelegramNetworkError,
@@ -19,9 +22,15 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import LinkPreviewOptions, Message, ReplyParameters
+from aiogram.types import (
+    FSInputFile,
+    InputMediaPhoto,
+    ReplyParameters,
+)
 
-from bots.telegram.markdown import TelegramText, measure, plain, render_markdown
+from bots.telegram.fast_methods import NO_PREVIEW_JSON, EditText, SendText, SentMessage
+from bots.telegram.markdown import TelegramText, measure_interim, plain, render_interim, render_markdown
+from core.files.model import ProducedFile
 from core.render.surface import (
     SurfaceBlocked,
     SurfaceLimits,
@@ -39,7 +48,10 @@ T = TypeVar("T")
 TELEGRAM_LIMITS = SurfaceLimits(max_length=4000, cursor_length=2)
 CURSOR = " ▌"
 GENERAL_TOPIC = 1
-NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+PHOTO_LIMIT = 10 * 1024 * 1024  # sendPhoto's cap; bigger pictures go as documents
+ALBUM_MAX = 10
+# What sendPhoto answers for a picture Telegram will not show as a photo: it still goes, as a document.
+_PHOTO_REFUSALS = ("photo_invalid_dimensions", "image_process_failed", "photo_save_file_invalid")
 # What a call fails with when the Bot API is unreachable or answers with something that is not the API
 # (a proxy's HTML error page): the next attempt may well work.
 UNREACHABLE = (ClientDecodeError, TelegramNetworkError, TelegramServerError, aiohttp.ClientError, TimeoutError, OSError)
@@ -60,33 +72,39 @@ class TelegramSurface:
         self.calls = 0
         self.migrated_from: int | None = None  # the group this answer left when it became a supergroup
         self._left_behind: set[int] = set()  # messages in the old group, handed back as gone
+        self._delivered: set[Path] = set()  # files `attach` already sent (it is retried after rate limits)
 
     def measure(self, markdown: str) -> int:
-        return measure(markdown)
+        # Paragraphs already rendered for earlier frames are not rendered again; `render_interim` gives
+        # the same length as a whole rendering wherever it renders paragraph by paragraph.
+        return measure_interim(markdown)
 
     def _render(self, markdown: str, *, final: bool) -> TelegramText:
-        content = plain(markdown) if self._plain_only else render_markdown(markdown)
+        if self._plain_only:
+            content = plain(markdown)
+        else:
+            content = render_markdown(markdown) if final else render_interim(markdown)
         if final:
             return content
         # The cursor goes after the rendered text, outside any entity (and any open code block).
-        return TelegramText(text=content.text + CURSOR, entities=content.entities)
+        return content.with_suffix(CURSOR)
 
     async def send(self, markdown: str, *, final: bool) -> int:
-        async def call(content: TelegramText) -> Message:
+        async def call(content: TelegramText) -> SentMessage:
             reply = (
-                ReplyParameters(message_id=self._reply_to, allow_sending_without_reply=True)
+                json.dumps({"message_id": self._reply_to, "allow_sending_without_reply": True})
                 if self._reply_to is not None
                 else None
             )
-            return await self._bot.send_message(
+            method = SendText(
                 chat_id=self.chat_id,
                 text=content.text,
-                entities=content.entities or None,
-                parse_mode=None,
+                entities=content.entities_json(),
                 message_thread_id=self._thread_id,
                 reply_parameters=reply,
-                link_preview_options=NO_PREVIEW,
+                link_preview_options=NO_PREVIEW_JSON,
             )
+            return await self._bot(method)
 
         message = await self._call(markdown, call, final=final)
         if message is None:
@@ -94,18 +112,108 @@ class TelegramSurface:
         return message.message_id
 
     async def edit(self, handle: int, markdown: str, *, final: bool) -> int:
-        async def call(content: TelegramText) -> Any:
-            return await self._bot.edit_message_text(
+        async def call(content: TelegramText) -> SentMessage | bool:
+            method = EditText(
                 chat_id=self.chat_id,
                 message_id=handle,
                 text=content.text,
-                entities=content.entities or None,
-                parse_mode=None,
-                link_preview_options=NO_PREVIEW,
+                entities=content.entities_json(),
+                link_preview_options=NO_PREVIEW_JSON,
             )
+            return await self._bot(method)
 
         await self._call(markdown, call, final=final)
         return handle
+
+    def _reply(self) -> ReplyParameters | None:
+        if self._reply_to is None:
+            return None
+        return ReplyParameters(message_id=self._reply_to, allow_sending_without_reply=True)
+
+    async def attach(self, files: Sequence[ProducedFile]) -> None:
+        """Deliver the answer's files: pictures as photos (2-10 as an album), everything else as documents.
+
+        Files already delivered are skipped, so a retry after a rate limit sends only the rest."""
+        pending = [file for file in files if file.path not in self._delivered]
+        photos = [file for file in pending if file.kind == "image" and file.size <= PHOTO_LIMIT]
+        documents = [file for file in pending if file not in photos]
+        for start in range(0, len(photos), ALBUM_MAX):
+            batch = photos[start : start + ALBUM_MAX]
+            if len(batch) == 1:
+                await self._send_photo(batch[0])
+            else:
+                await self._send_album(batch)
+        for file in documents:
+            await self._send_document(file)
+
+    async def _send_photo(self, file: ProducedFile) -> None:
+        try:
+            await self._file_call(
+                lambda: self._bot.send_photo(
+                    chat_id=self.chat_id,
+                    photo=FSInputFile(file.path, filename=file.name),
+                    message_thread_id=self._thread_id,
+                    reply_parameters=self._reply(),
+                )
+            )
+        except _PhotoRefused:
+            log.info("telegram refused %s as a photo; sending it as a document", file.name)
+            await self._send_document(file)
+            return
+        self._delivered.add(file.path)
+
+    async def _send_album(self, batch: Sequence[ProducedFile]) -> None:
+        try:
+            await self._file_call(
+                lambda: self._bot.send_media_group(
+                    chat_id=self.chat_id,
+                    media=[InputMediaPhoto(media=FSInputFile(file.path, filename=file.name)) for file in batch],
+                    message_thread_id=self._thread_id,
+                    reply_parameters=self._reply(),
+                )
+            )
+        except _PhotoRefused:
+            for file in batch:  # find the picture Telegram refused: the others still go as photos
+                await self._send_photo(file)
+            return
+        self._delivered.update(file.path for file in batch)
+
+    async def _send_document(self, file: ProducedFile) -> None:
+        await self._file_call(
+            lambda: self._bot.send_document(
+                chat_id=self.chat_id,
+                document=FSInputFile(file.path, filename=file.name),
+                message_thread_id=self._thread_id,
+                reply_parameters=self._reply(),
+            )
+        )
+        self._delivered.add(file.path)
+
+    async def _file_call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One file upload (the file streams from disk), with Telegram's errors mapped like `_call` does."""
+        for _ in range(3):
+            self.calls += 1
+            try:
+                return await call()
+            except TelegramEntityTooLarge as exc:
+                raise SurfaceTooLong("telegram refused the file as too large") from exc
+            except TelegramBadRequest as exc:
+                reason = exc.message.lower()
+                if any(sign in reason for sign in _PHOTO_REFUSALS):
+                    raise _PhotoRefused(reason) from exc
+                if "message thread not found" in reason and self._thread_id is not None:
+                    self._thread_id = None
+                    continue
+                raise _map_bad_request(reason) from exc
+            except TelegramMigrateToChat as exc:
+                old_chat = self.chat_id
+                self._migrate(exc.migrate_to_chat_id)
+                if self.chat_id == old_chat:
+                    raise SurfaceTransient("telegram moved the chat to itself") from exc
+                continue
+            except (TelegramAPIError, *UNREACHABLE) as exc:
+                raise _failure(exc) from exc
+        raise SurfaceTransient("telegram kept refusing the file")
 
     async def delete(self, handle: int) -> None:
         chat_id = self.chat_id
@@ -169,19 +277,26 @@ class TelegramSurface:
                     self._left_behind.add(handle)
                     raise SurfaceMessageGone("the group became a supergroup") from exc
                 continue  # a new message: send it to the supergroup
-            except TelegramRetryAfter as exc:
-                raise SurfaceRateLimited(float(exc.retry_after)) from exc
-            except (TelegramForbiddenError, TelegramUnauthorizedError) as exc:
-                raise SurfaceBlocked(exc.message) from exc
-            except (TelegramNetworkError, TelegramServerError) as exc:
-                raise SurfaceTransient(exc.message) from exc
-            except TelegramAPIError as exc:
-                raise SurfaceTransient(exc.message) from exc
-            except ClientDecodeError as exc:  # e.g. a proxy's HTML 502 page instead of the Bot API's JSON
-                raise SurfaceTransient("telegram answered with something other than the Bot API") from exc
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise SurfaceTransient(type(exc).__name__) from exc
+            except (TelegramAPIError, *UNREACHABLE) as exc:
+                raise _failure(exc) from exc
         raise SurfaceTransient("telegram kept refusing the message")
+
+
+def _failure(exc: BaseException) -> Exception:
+    """What a Bot API failure other than a Bad Request or a chat migration means for the answer."""
+    if isinstance(exc, TelegramRetryAfter):
+        return SurfaceRateLimited(float(exc.retry_after))
+    if isinstance(exc, TelegramForbiddenError | TelegramUnauthorizedError):
+        return SurfaceBlocked(exc.message)
+    if isinstance(exc, TelegramAPIError):
+        return SurfaceTransient(exc.message)
+    if isinstance(exc, ClientDecodeError):  # e.g. a proxy's HTML 502 page instead of the Bot API's JSON
+        return SurfaceTransient("telegram answered with something other than the Bot API")
+    return SurfaceTransient(type(exc).__name__)  # the network, a timeout
+
+
+class _PhotoRefused(Exception):
+    """Telegram will not take this picture as a photo (size, shape or format); it can go as a document."""
 
 
 def _map_bad_request(reason: str) -> Exception:

@@ -11,10 +11,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mappi
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+from yarl import URL
 
 from core.dify.errors import (
     DifyAppBusy,
@@ -30,6 +32,7 @@ from core.dify.errors import (
 from core.dify.events import StreamEvent, event_from_json
 from core.dify.sse import SSEDecodeError, SSEDecoder, SSEMessage
 from core.errors import AnswerIdle
+from core.files.model import CHUNK, FileFetchFailed, FileProblem
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,12 @@ class DifyClient:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"}
 
+    @property
+    def host_url(self) -> str:
+        """The base URL without its `/v1`: relative `/files/...` links resolve against it."""
+        base = self._base_url
+        return base[: -len("/v1")] if base.endswith("/v1") else base
+
     # ---- small JSON endpoints -------------------------------------------------------------------
 
     async def _request_json(self, method: str, path: str, *, body: Mapping[str, Any] | None = None) -> Any:
@@ -161,6 +170,62 @@ class DifyClient:
 
     async def delete_conversation(self, *, conversation_id: str, user: str) -> None:
         await self._request_json("DELETE", f"/conversations/{conversation_id}", body={"user": user})
+
+    # ---- files ----------------------------------------------------------------------------------
+
+    async def _post_file(self, path: str, *, file: Path, name: str, mime: str, user: str) -> Any:
+        """POST one multipart `file` part streamed from disk, plus `user`; the JSON answer."""
+        with _transport_errors(f"POST {path}"), file.open("rb") as handle:
+            form = aiohttp.FormData(quote_fields=False)  # Dify keeps a name as sent: no %20
+            form.add_field("user", user)
+            form.add_field("file", handle, filename=name, content_type=mime)
+            async with self.session.post(
+                f"{self._base_url}{path}", data=form, headers=self._headers(), timeout=self._timeout
+            ) as response:
+                if response.status >= 400:
+                    raise await _error_from_response(response)
+                _not_an_html_page(response, f"POST {path}")
+                return await response.json(content_type=None)
+
+    async def upload_file(self, *, path: Path, name: str, mime: str, user: str) -> str:
+        """POST /files/upload (streamed from `path`) for `user`; the upload_file_id."""
+        data = await self._post_file("/files/upload", file=path, name=name, mime=mime, user=user)
+        if not isinstance(data, Mapping) or not isinstance(data.get("id"), str) or not data["id"]:
+            raise DifyProtocolError("POST /files/upload did not return a file id")
+        return str(data["id"])
+
+    async def audio_to_text(self, *, path: Path, name: str, mime: str, user: str) -> str:
+        """POST /audio-to-text; the transcript. `mime` must be one Dify accepts (audio/mp3, audio/wav, ...)."""
+        data = await self._post_file("/audio-to-text", file=path, name=name, mime=mime, user=user)
+        if not isinstance(data, Mapping) or not isinstance(data.get("text"), str):
+            raise DifyProtocolError("POST /audio-to-text did not return text")
+        return str(data["text"])
+
+    async def fetch_file(self, url: str, dest: Path, *, max_bytes: int) -> tuple[str, int]:
+        """GET an absolute file URL into `dest`, at most `max_bytes`; (content type, size).
+
+        Dify's signed links need no key; it is only sent to the Dify API host, never elsewhere."""
+        target = URL(url)
+        base = URL(self._base_url)
+        same_host = (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
+        headers = self._headers() if same_host else {}
+        size = 0
+        try:
+            async with self.session.get(target, headers=headers, timeout=self._timeout) as response:
+                if response.status >= 400:
+                    raise FileFetchFailed(f"HTTP {response.status} for a file of the answer")
+                declared = response.content_length
+                if declared is not None and declared > max_bytes:
+                    raise FileProblem("too_large", limit_mb=str(max_bytes // (1024 * 1024)))
+                with dest.open("wb") as handle:
+                    async for block in response.content.iter_chunked(CHUNK):
+                        size += len(block)
+                        if size > max_bytes:
+                            raise FileProblem("too_large", limit_mb=str(max_bytes // (1024 * 1024)))
+                        handle.write(block)
+                return response.content_type or "application/octet-stream", size
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise FileFetchFailed(f"downloading a file of the answer failed: {type(exc).__name__}") from None
 
     # ---- streaming ------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ class FrameLayout:
         self.text = ""  # whole answer (Markdown) so far
         self.status: str | None = None
         self.notes: list[str] = []
+        self.heading = ""  # shown above the answer (what a voice message said)
         self._final_text: str | None = None
         self._frozen: list[str] = []  # finished parts, one per message, already shown in full
         self._text_frozen = ""  # the prefix of `text` that the frozen parts show
@@ -37,7 +38,7 @@ class FrameLayout:
         """The final frame: the answer followed by its notes (fixed on the first call)."""
         if self._final_text is None:
             notes = "\n\n".join(self.notes)
-            body = self.text.rstrip()
+            body = self._with_heading(self.text.rstrip())
             if not body and not notes:
                 notes = text("empty_answer", self._lang)
             self._final_text = f"{body}\n\n{notes}" if body and notes else (body or notes)
@@ -46,14 +47,19 @@ class FrameLayout:
     def interim_parts(self, *, started: bool) -> list[str] | None:
         """An interim frame, or None when there is nothing (new) to show; `started`: a message exists."""
         if self.has_text:
-            return self._layout(self.text, final=False)
+            return self._layout(self._with_heading(self.text), final=False)
         if not self._placeholder:
             return None
         if self.status is not None:
-            return [self.status]
+            return [self._with_heading(self.status)]
         if not started:
-            return [text("thinking", self._lang)]
+            return [self._with_heading(text("thinking", self._lang))]
         return None
+
+    def _with_heading(self, body: str) -> str:
+        if not self.heading:
+            return body
+        return f"{self.heading}\n\n{body}" if body else self.heading
 
     def shrink(self) -> None:
         """The platform found a part too long (our measure was off): cut everything smaller."""

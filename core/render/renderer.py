@@ -9,8 +9,22 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any, Literal
 
-from core.answer import ContextReset, Done, Failed, Files, Progress, ReplyEvent, TextDelta, TextReplace
+from core.answer import (
+    ContextReset,
+    Done,
+    Failed,
+    Files,
+    FilesReady,
+    Heard,
+    Progress,
+    ReplyEvent,
+    TextDelta,
+    TextReplace,
+)
 from core.errors import BotError
+from core.files.model import ProducedFile
+from core.render.activity import keep_typing, wait_either
+from core.render.deliver import BACKOFF_CAP, BACKOFF_FIRST, FINAL_DEADLINE, RETRY_MARGIN, deliver_files
 from core.render.layout import FrameLayout
 from core.render.messages import SentMessages
 from core.render.stats import RenderStats
@@ -39,10 +53,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_STRIKES = 3  # rate-limit answers after which only the final frame goes out
-FINAL_DEADLINE = 600.0  # seconds a final frame keeps trying through rate limits and outages
-RETRY_MARGIN = 0.15  # seconds after a platform's retry_after before trying again
-BACKOFF_FIRST = 0.5  # first wait after a transient failure of a final frame; doubles up to the cap
-BACKOFF_CAP = 5.0
+# Once the chat's slot opens, an interim edit waits this share of the throttle's interval before it goes:
+# Dify often sends its last text and message_end together, and a final arriving in that window takes the
+# open slot at once instead of queueing a whole interval behind an interim edit of almost the same text.
+HOLD_SHARE = 0.5
+# Text that has been quiet this long at the end of a hold has probably stopped: Dify's message_end tends
+# to follow its last text after a short pause, so the hold goes on once more for it.
+QUIET = 0.15
 
 Outcome = Literal["ok", "again", "transient"]  # taken; try again at once (after any pause); back off
 
@@ -55,6 +72,11 @@ class StreamRenderer:
     """Renders one answer onto one surface. Call `render(events)` once."""
 
     _frame_hook: FrameHook | None = None
+
+    @property
+    def fetches_files(self) -> bool:
+        """True when the surface can deliver files: the pipeline then downloads the answer's files for it."""
+        return hasattr(self._surface, "attach")
 
     def on_frame(self, callback: FrameHook) -> None:
         """Report every delivered frame to `callback` (the answer journal); it must not raise."""
@@ -69,9 +91,12 @@ class StreamRenderer:
         status_delay: float = 1.0,
         typing_interval: float = 4.5,
         stop_source: Callable[[], Awaitable[None]] | None = None,
+        interim_hold: float | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
+        """`interim_hold`: seconds an interim edit waits once its slot is open (default HOLD_SHARE of the
+        throttle's interval); the first frame with text never waits."""
         self._surface = surface
         self._throttle = throttle
         self._lang = lang
@@ -92,19 +117,43 @@ class StreamRenderer:
         self._reader: asyncio.Task[None] | None = None
         self._placeholder = surface.limits.placeholder
         self._status_changed = asyncio.Event()
+        self._files: tuple[ProducedFile, ...] = ()
+        if interim_hold is None:
+            interim_hold = HOLD_SHARE * float(getattr(throttle, "interval", 0.0))
+        self._hold = interim_hold
+        self._text_at = float("-inf")
+        self._text_arrived = asyncio.Event()
 
     # ---- public ---------------------------------------------------------------------------------
 
     async def render(self, events: AsyncIterable[ReplyEvent]) -> RenderStats:
         """Consume reply events and keep the chat in step; returns when the final frame is delivered."""
         self.stats.started_at = self._clock()
-        typing = asyncio.create_task(self._keep_typing())
+        typing = asyncio.create_task(
+            keep_typing(
+                self._surface,
+                self._frames,
+                finished=self._finished,
+                status_changed=self._status_changed,
+                interval=self._typing_interval,
+                text_shown=lambda: self.stats.first_text_at is not None,
+            )
+        )
         reader = self._reader = asyncio.create_task(self._read(events))
         try:
             await self._write_interim()
             await reader  # re-raises a reader failure
             if not self._blocked:
                 await self._write_final()
+                if self._files:
+                    await deliver_files(
+                        self._surface,
+                        self._files,
+                        throttle=self._throttle,
+                        stats=self.stats,
+                        clock=self._clock,
+                        sleep=self._sleep,
+                    )
             if self.stats.outcome == "interrupted":
                 await self._stop()
         except asyncio.CancelledError:
@@ -156,8 +205,10 @@ class StreamRenderer:
         frames = self._frames
         if isinstance(event, TextDelta):
             frames.text += event.text
+            self._text_came()
         elif isinstance(event, TextReplace):
             frames.text = event.text
+            self._text_came()
         elif isinstance(event, Progress):
             frames.status = progress_line(event.kind, event.label, self._lang)
             if not self._placeholder and not frames.has_text:
@@ -165,6 +216,12 @@ class StreamRenderer:
         elif isinstance(event, Files):
             for file in event.files:
                 frames.notes.append(f"[{file.type}]({file.url})")
+        elif isinstance(event, Heard):
+            frames.heading = text("heard", self._lang, text=event.text)
+        elif isinstance(event, FilesReady):
+            self._files = event.files
+            for name in event.missing:
+                frames.notes.append(text("file_missing", self._lang, name=name))
         elif isinstance(event, ContextReset):
             frames.notes.append("_" + text("context_reset", self._lang) + "_")
         elif isinstance(event, Done):
@@ -183,6 +240,10 @@ class StreamRenderer:
             self._has_text.set()
         self._changed.set()
 
+    def _text_came(self) -> None:
+        self._text_at = self._clock()
+        self._text_arrived.set()
+
     def _fail(self, error: BotError, *, outcome: str) -> None:
         self.stats.outcome = outcome
         self.stats.error = error
@@ -190,36 +251,17 @@ class StreamRenderer:
 
     # ---- writing --------------------------------------------------------------------------------
 
-    async def _keep_typing(self) -> None:
-        while not self._finished.is_set():
-            with contextlib.suppress(Exception):
-                await self._surface.typing()
-            if self._placeholder:
-                await self._wait(self._finished, self._typing_interval)
-                continue
-            # Surfaces without placeholder messages show progress lines through status().
-            await self._wait(self._status_changed, self._typing_interval)
-            if self._status_changed.is_set() and not self._finished.is_set():
-                self._status_changed.clear()
-                status = self._frames.status
-                if status is not None and not self._frames.has_text:
-                    with contextlib.suppress(Exception):
-                        await self._surface.status(status)
-
     async def _wait(self, event: asyncio.Event, limit: float | None) -> None:
         """Wait for `event` or the end of the answer, at most `limit` seconds."""
-        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._finished.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await wait_either(event, self._finished, limit)
 
     async def _write_interim(self) -> None:
         """At most one operation per throttle slot, always with the latest text; never delays the final."""
         started = self._clock()
         frames = self._frames
         backoff = BACKOFF_FIRST
+        showing_text = False  # the chat already shows some of the answer (not just a placeholder)
+        held = False  # this slot's interim frame has waited its hold
         while not self._finished.is_set() and not self._blocked:
             if not self._sent and not frames.has_text and not self._placeholder:
                 await self._wait(self._has_text, None)  # nothing to show in the chat before text
@@ -233,6 +275,7 @@ class StreamRenderer:
                         continue
                 self._changed.set()  # text arrived, or it is time for the placeholder
             if not self._changed.is_set():
+                held = False  # text arriving after a quiet spell may come with the end: hold it too
                 await self._wait(self._changed, None)
                 continue
             if self._strikes >= MAX_STRIKES:
@@ -241,6 +284,11 @@ class StreamRenderer:
             delay = self._throttle.delay()
             if delay > 0:
                 await self._wait(self._finished, delay)
+                continue
+            if showing_text and not held and self._hold > 0:
+                held = True  # a final arriving meanwhile takes the open slot (the loop ends)
+                await self._wait(self._finished, self._hold)
+                await self._linger()
                 continue
             if self._finished.is_set():
                 return  # the final frame supersedes any interim one
@@ -255,6 +303,7 @@ class StreamRenderer:
             if not self._throttle.try_take():
                 self._changed.set()
                 continue
+            held = False
             outcome = await self._apply_part(index, parts, final=status_only or index < len(parts) - 1)
             if outcome == "transient":
                 # The platform may be down: skip frames for a while rather than knock at every slot.
@@ -265,8 +314,20 @@ class StreamRenderer:
                 self._changed.set()  # retry the frame at the next slot
             else:
                 backoff = BACKOFF_FIRST
+                showing_text = not status_only
                 if self._sent.first_difference(parts, final=status_only) is not None:
                     self._changed.set()  # a rollover needs a second operation
+
+    async def _linger(self) -> None:
+        """End of a hold: go on while the text still flows; if it stopped, the end may be near, so wait
+        for it once more (an interim frame now would make the final wait a whole slot)."""
+        quiet_for = self._clock() - self._text_at
+        if quiet_for < QUIET:
+            self._text_arrived.clear()
+            await wait_either(self._text_arrived, self._finished, QUIET - quiet_for)
+            if self._text_arrived.is_set():
+                return
+        await self._wait(self._finished, self._hold)
 
     async def _write_final(self) -> None:
         deadline = self._clock() + FINAL_DEADLINE

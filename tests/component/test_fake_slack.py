@@ -85,7 +85,7 @@ async def test_auth_test_answers_identity_and_scopes(fake: FakeSlack, client: As
     assert resp["team_id"] == "T1"
     assert resp["user_id"] == "UBOT"
     assert resp["bot_id"] == "B1"
-    assert resp.headers["x-oauth-scopes"] == "app_mentions:read,chat:write,im:history,commands"
+    assert resp.headers["x-oauth-scopes"] == "app_mentions:read,chat:write,im:history,commands,files:read,files:write"
     assert resp.headers["Content-Type"].startswith("application/json")
     assert fake.count("auth.test") == 1
 

@@ -456,7 +456,8 @@ async def test_replaced_answer_shows_only_the_replacement(
 async def test_replaced_long_stream_shrinks_to_one_message(fake: FakeSlack, client: AsyncWebClient) -> None:
     original = prose(14_000)  # two streams
     replacement = "Short replacement."
-    steps: list[Step] = [*typed(original, pieces=6), 0.2, TextReplace(replacement), Done(answer=replacement)]
+    # The pause lets the second stream start before the replacement (interim frames are held briefly).
+    steps: list[Step] = [*typed(original, pieces=6), 1.0, TextReplace(replacement), Done(answer=replacement)]
     stats = await render(native_surface(client), steps)
 
     assert stats.outcome == "done"

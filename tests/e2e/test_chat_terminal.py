@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from core.files.intake import DEFAULT_QUESTION
 from core.question import MAX_QUESTION_CHARS, QuestionTooLong
 from core.texts import friendly_error, text
 from tests.e2e.test_cli import cli_env, run_cli
-from tests.fakes.dify import Answer, FakeDify, HttpError, Transcript
+from tests.fakes.dify import Answer, FakeDify, FileUpload, HttpError, Transcript
 from tests.fakes.dify_transcripts import IMAGE_FILE_URL, TRANSCRIPTS, recorded
 
 
@@ -167,3 +168,80 @@ async def test_a_terminal_gets_line_editing_and_history(dify: FakeDify, tmp_path
         os.close(controller)
     assert [request["query"] for request in dify.chat_requests()] == ["earlier question"]
     assert (data / "chat_history").read_text().splitlines()[-2:] == ["earlier question", "/quit"]
+
+
+# --- /file PATH [question] ------------------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
+
+
+async def test_file_command_uploads_the_file_and_asks_the_question(dify: FakeDify, tmp_path: Path) -> None:
+    dify.files.config = FileUpload(enabled=True, allowed_file_types=["image", "document"])
+    (tmp_path / "my chart.png").write_bytes(PNG)
+    (tmp_path / "notes.txt").write_text("refunds within 30 days\n")
+    stdin = b'/file "my chart.png" what does it show?\n/file notes.txt\n'
+    code, out, err = await run_cli("chat", env=cli_env(dify, tmp_path / "data"), stdin=stdin, cwd=tmp_path)
+    assert code == 0, err
+    first, second = dify.chat_requests()
+    assert first["query"] == "what does it show?" and second["query"] == DEFAULT_QUESTION
+    assert out == f"echo: what does it show?\necho: {DEFAULT_QUESTION}\n"
+    [[chart], [notes]] = dify.received_files
+    assert (chart.type, chart.name, chart.data) == ("image", "my chart.png", PNG)
+    assert (notes.type, notes.data) == ("document", b"refunds within 30 days\n")
+    assert {chart.file.user, notes.file.user} == {first["user"]} == {second["user"]}  # type: ignore[union-attr]
+
+
+async def test_file_command_problems_are_explained_and_nothing_is_sent(dify: FakeDify, tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    stdin = b"/file\n/file missing.pdf what is this?\n/file folder\n/file 'unclosed.pdf\nstill here?\n"
+    code, out, err = await run_cli("chat", env=cli_env(dify, tmp_path / "data"), stdin=stdin, cwd=tmp_path)
+    assert code == 0
+    assert out == "echo: still here?\n"
+    assert err.splitlines() == [
+        "Usage: /file PATH [question]  (quote a path that has spaces)",
+        "No such file: missing.pdf",
+        "folder is a folder; /file sends one file.",
+        "The path has no closing '. Usage: /file PATH [question]  (quote a path that has spaces)",
+    ]
+    assert [request["query"] for request in dify.chat_requests()] == ["still here?"]
+    assert dify.uploads == {}
+
+
+async def test_a_file_the_app_refuses_is_not_sent(dify: FakeDify, tmp_path: Path) -> None:
+    dify.files.config = FileUpload(enabled=True, allowed_file_types=["image"])
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.7\n" + b"x" * 100)
+    stdin = b"/file report.pdf summarise this\n"
+    code, out, _ = await run_cli("chat", env=cli_env(dify, tmp_path / "data"), stdin=stdin, cwd=tmp_path)
+    assert code == 1
+    assert ".pdf" in out and "summarise" not in out and "echo" not in out
+    assert dify.chat_requests() == [] and dify.uploads == {}
+
+
+async def test_files_off_in_the_app_are_explained(dify: FakeDify, tmp_path: Path) -> None:
+    (tmp_path / "pic.png").write_bytes(PNG)
+    code, out, _ = await run_cli("chat", env=cli_env(dify, tmp_path / "data"), stdin=b"/file pic.png\n", cwd=tmp_path)
+    assert code == 1 and out.strip() and "echo" not in out
+    assert dify.chat_requests() == [] and dify.uploads == {}
+
+
+async def test_relative_markdown_images_get_an_absolute_link(dify: FakeDify, tmp_path: Path) -> None:
+    url = dify.produce(PNG, name="chart.png")
+    answer = f"Here it is: ![chart]({url})"
+    dify.script(Answer(answer))
+    code, out, _ = await run_cli("chat", env=cli_env(dify, tmp_path / "data"), stdin=b"chart\n", cwd=tmp_path)
+    assert code == 0
+    assert out == f"{answer}\n[image: {dify.host_url}{url}]\n"
+
+
+async def test_voice_command_transcribes_converts_and_answers(tmp_path: Path) -> None:
+    voice = Path(__file__).parents[1] / "data" / "voice.ogg"
+    async with FakeDify(speech_to_text=True) as dify:
+        dify.script_transcript("when do you open")
+        stdin = f"/voice {voice}\n/voice {voice} extra words\n".encode()
+        code, out, err = await run_cli("chat", env=cli_env(dify, tmp_path / "data"), stdin=stdin, cwd=tmp_path)
+    assert code == 0, err
+    assert out == f"{text('heard', text='when do you open')}\necho: when do you open\n"
+    assert "A recording is its own question." in err
+    [call] = dify.files.audio_calls
+    assert (call.mime_type, call.detected, call.status) == ("audio/mp3", "mp3", 200)  # OGG/Opus became MP3
+    assert [request["query"] for request in dify.chat_requests()] == ["when do you open"]

@@ -10,7 +10,6 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from aiohttp import web
 
 from core.answering import AnswerReport
 from core.conversations import ConversationStore
@@ -28,24 +27,9 @@ from tests.e2e.openai_harness import (
     stream_text,
     user,
 )
-from tests.fakes.dify import USAGE, Answer, Events, FakeDify, HttpError, Reply, ReplyContext, StreamError, Transcript
+from tests.fakes.dify import USAGE, Answer, Events, HttpError, Reply, ReplyContext, StreamError, Transcript
 
 QUOTA_TEXT = "You exceeded your current quota, please check your plan and billing details."
-
-
-class ImageFakeDify(FakeDify):
-    """A fake Dify app whose parameters say image upload is enabled."""
-
-    async def _parameters(self, request: web.Request) -> web.StreamResponse:
-        self._authorize(request)
-        return web.json_response(
-            {
-                "user_input_form": [],
-                "file_upload": {
-                    "image": {"enabled": True, "number_limits": 3, "transfer_methods": ["remote_url", "local_file"]}
-                },
-            }
-        )
 
 
 @pytest.fixture
@@ -194,9 +178,7 @@ async def test_system_prefix_goes_only_into_the_first_message_of_a_conversation(
         assert first["inputs"] == second["inputs"] == {}
 
 
-async def test_content_arrays_are_joined_and_images_ignored_when_the_app_takes_none(
-    api: Api, client: openai.AsyncOpenAI
-) -> None:
+async def test_content_arrays_are_joined(api: Api, client: openai.AsyncOpenAI) -> None:
     await client.chat.completions.create(
         model="dify",
         messages=[
@@ -204,7 +186,6 @@ async def test_content_arrays_are_joined_and_images_ignored_when_the_app_takes_n
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "line one"},
-                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
                     {"type": "text", "text": "line two"},
                 ],
             }
@@ -213,23 +194,6 @@ async def test_content_arrays_are_joined_and_images_ignored_when_the_app_takes_n
     request = api.dify.chat_requests()[0]
     assert request["query"] == "line one\nline two"
     assert "files" not in request
-
-
-async def test_images_become_remote_url_files_when_the_app_takes_images(store: ConversationStore) -> None:
-    async with running_api(store, dify=ImageFakeDify()) as api, api.client() as client:
-        content = [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        ]
-        for _ in range(2):
-            await client.chat.completions.create(model="dify", messages=[{"role": "user", "content": content}])
-        for request in api.dify.chat_requests():
-            assert request["query"] == "What is this?"
-            assert request["files"] == [
-                {"type": "image", "transfer_method": "remote_url", "url": "https://example.com/cat.png"}
-            ]
-        assert [r.path for r in api.dify.requests].count("/v1/parameters") == 1  # looked up once
 
 
 # ---- replaced answers ------------------------------------------------------------------------------

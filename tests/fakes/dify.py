@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import json
@@ -19,7 +18,23 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from tests.fakes.dify_files import (
+    TINY_PNG,
+    AcceptedFile,
+    DifyApiError,
+    FileRefused,
+    FileSide,
+    FileUpload,
+    SizeLimits,
+    dify_dumps,
+    dify_file,
+    dify_json,
+    message_file,
+    sys_file,
+)
 from tests.fakes.local_server import serve_locally
+
+__all__ = ["TINY_PNG", "AcceptedFile", "FileUpload", "SizeLimits", "dify_dumps"]
 
 # ---------------------------------------------------------------------------
 # Values shared by the server and the transcript builders
@@ -68,10 +83,6 @@ USAGE: dict[str, Any] = {
     "time_to_first_token": 0.38,
     "time_to_generate": 0.83,
 }
-# A 1x1 PNG served for the relative tool-file URLs (`/files/tools/...`).
-TINY_PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-)
 NGINX_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
@@ -98,6 +109,7 @@ class ReplyContext:
     workflow_run_id: str
     mode: str
     created_at: int
+    files: tuple[dict[str, Any], ...] = ()  # what `sys.files` shows: the files Dify accepted
 
 
 # --- stream steps -----------------------------------------------------------
@@ -332,7 +344,7 @@ class Events:
         inputs: dict[str, Any] = dict(ctx.inputs)
         if self.mode != "workflow":
             inputs["sys.query"] = ctx.query
-        inputs["sys.files"] = []
+        inputs["sys.files"] = list(ctx.files)
         inputs["sys.user_id"] = self.end_user_id
         if self.mode != "workflow":
             inputs["sys.dialogue_count"] = 1
@@ -416,6 +428,7 @@ class Events:
         total_tokens: int = 524,
         total_steps: int = 3,
         exceptions_count: int = 0,
+        files: list[dict[str, Any]] | None = None,
     ) -> bytes:
         ctx = self.ctx
         data: dict[str, Any] = {
@@ -431,7 +444,7 @@ class Events:
             "created_at": ctx.created_at,
             "finished_at": ctx.created_at + 3,
             "exceptions_count": exceptions_count,
-            "files": [],
+            "files": files or [],
         }
         return self.flow_event("workflow_finished", data)
 
@@ -665,21 +678,7 @@ class WorkflowRunPayload(BaseModel):
     response_mode: Literal["blocking", "streaming"] | None = None
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def dify_dumps(value: Any) -> str:
-    """JSON as Dify's API writes it outside streams: compact, ASCII with \\uXXXX, `/` escaped, newline."""
-    return json.dumps(value, separators=(",", ":")).replace("/", "\\/") + "\n"
-
-
-def dify_json(value: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response(value, status=status, headers=headers, dumps=dify_dumps)
+_ApiError = DifyApiError
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -741,6 +740,12 @@ class FakeDify:
     `404 Conversation Not Exists.` leaves a scripted stream reply queued for the retry.
     A stop request ends a running `Answer` / `StreamError` stream the way Dify does (`message_end`,
     or `workflow_finished{stopped}` for Chatflow/workflow); `Transcript` streams play on unchanged.
+
+    Files (tests/fakes/dify_files.py, `self.files`): `file_upload` and `SizeLimits` shape /parameters and
+    are enforced like Dify 1.15 (uploads over the size limit get 413; `files` are checked against the app's
+    rules and the uploader, refused files never consume a scripted reply; with uploads off they are
+    dropped); `received_files` is what Dify accepted. `/audio-to-text` takes only Dify's audio types and
+    checks the bytes; `produce()` / `produce_output()` make signed links that expire with `clock`.
     """
 
     def __init__(
@@ -753,6 +758,9 @@ class FakeDify:
         chatflow_reuses_unknown: bool = True,
         workflow_required_inputs: tuple[str, ...] = (),
         files_enabled: bool = False,
+        file_upload: FileUpload | None = None,
+        speech_to_text: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.api_key = api_key
         self.mode = mode
@@ -761,8 +769,12 @@ class FakeDify:
         self.chatflow_reuses_unknown = chatflow_reuses_unknown
         self.workflow_required_inputs = workflow_required_inputs
         self.user_input_form: list[dict[str, Any]] = []  # what /parameters lists as the app's input form
-        self.files_enabled = files_enabled
-        self.uploads: dict[str, dict[str, Any]] = {}
+        self.files = FileSide(clock=clock)  # uploads, file checks, speech to text, signed file links
+        if file_upload is not None:
+            self.files.config = file_upload
+        self.files.speech_to_text = speech_to_text
+        if files_enabled:
+            self.files_enabled = True
         self.requests: list[RecordedRequest] = []
         self.stops: list[str] = []
         self.conversations: dict[str, str] = {}
@@ -789,7 +801,9 @@ class FakeDify:
         app.router.add_get("/v1/parameters", self._parameters)
         app.router.add_get("/v1/messages", self._list_messages)
         app.router.add_post("/v1/files/upload", self._upload)
-        app.router.add_get("/files/tools/{filename}", self._tool_file)
+        app.router.add_post("/v1/audio-to-text", self._audio_to_text)
+        app.router.add_get("/files/tools/{filename}", self.files.tool_file)
+        app.router.add_get("/files/{file_id}/file-preview", self.files.file_preview)
         app.router.add_route("*", "/api/{tail:.*}", self._web_app_api)
         self._runner, self._port = await serve_locally(app, shutdown_timeout=1.0)
         return self
@@ -818,6 +832,39 @@ class FakeDify:
         return f"{self.host_url}/v1"
 
     # --- scripting and inspection -------------------------------------------
+
+    @property
+    def files_enabled(self) -> bool:
+        return self.files.config.enabled
+
+    @files_enabled.setter
+    def files_enabled(self, value: bool) -> None:
+        self.files.config.enabled = value
+
+    @property
+    def uploads(self) -> dict[str, Any]:
+        """Uploads by id (`StoredFile`: name, mime_type, size, user, data)."""
+        return self.files.uploads
+
+    @property
+    def received_files(self) -> list[list[AcceptedFile]]:
+        """The files of each chat-messages / workflows/run request that Dify accepted with files."""
+        return self.files.received
+
+    def produce(self, data: bytes, *, name: str = "chart.png", mime_type: str = "image/png") -> str:
+        """Keep a file as if a tool made it; returns its relative signed `/files/tools/...` link."""
+        return self.files.tool_file_url(self.files.store(data, name=name, mime_type=mime_type))
+
+    def produce_output(
+        self, data: bytes, *, name: str = "report.png", mime_type: str = "image/png", file_type: str = "image"
+    ) -> dict[str, Any]:
+        """A workflow output file: Dify's file object with an absolute signed `file-preview` link."""
+        stored = self.files.store(data, name=name, mime_type=mime_type)
+        return dify_file(stored, self.files.preview_url(stored.id, self.host_url), file_type=file_type)
+
+    def script_transcript(self, *texts: str) -> None:
+        """What the next /audio-to-text calls answer (default: a text naming the audio's size)."""
+        self.files.transcripts.extend(texts)
 
     def script(self, *replies: Reply) -> None:
         self._replies.extend(replies)
@@ -946,7 +993,15 @@ class FakeDify:
                 raise _conversation_not_exists(request.path)
             conversation_id = None
         is_new = conversation_id is None
-        ctx = self._context(mode, user, payload.inputs, payload.query, conversation_id or str(uuid.uuid4()))
+        try:
+            accepted = self.files.accept(payload.files, user=user)
+        except FileRefused as refused:
+            if mode != "advanced-chat" or response_mode != "streaming":
+                raise _ApiError(400, "invalid_param", str(refused)) from None
+            return await self._failed_run(request, mode, user, str(refused))
+        ctx = self._context(
+            mode, user, payload.inputs, payload.query, conversation_id or str(uuid.uuid4()), self._sys_files(accepted)
+        )
         reply = self._take_reply(ctx)
         if isinstance(reply, HttpError | HtmlError | DropBeforeHeaders | RawHttp):
             return self._http_reply(request, reply)
@@ -972,8 +1027,15 @@ class FakeDify:
             return await self._failed_run(request, "workflow", user, f"{missing[0]} is required in input form")
         if missing:
             raise _ApiError(400, "invalid_param", f"{missing[0]} is required in input form")
+        try:
+            accepted = self.files.accept(payload.files, user=user)
+        except FileRefused as refused:
+            if payload.response_mode != "streaming":
+                raise _ApiError(400, "invalid_param", str(refused)) from None
+            return await self._failed_run(request, "workflow", user, str(refused))
         query = payload.inputs.get("query")
-        ctx = self._context("workflow", user, payload.inputs, query if isinstance(query, str) else "", "")
+        text = query if isinstance(query, str) else ""
+        ctx = self._context("workflow", user, payload.inputs, text, "", self._sys_files(accepted))
         reply = self._take_reply(ctx)
         if isinstance(reply, HttpError | HtmlError | DropBeforeHeaders | RawHttp):
             return self._http_reply(request, reply)
@@ -984,8 +1046,18 @@ class FakeDify:
         ctx = self._context(mode, user, {}, "", "")
         return await self._stream(request, ctx, failed_run_steps(ctx, error), stoppable=False)
 
+    def _sys_files(self, accepted: list[AcceptedFile]) -> tuple[dict[str, Any], ...]:
+        return tuple(sys_file(item, self.host_url, self.files) for item in accepted)
+
     @staticmethod
-    def _context(mode: str, user: str, inputs: dict[str, Any], query: str, conversation_id: str) -> ReplyContext:
+    def _context(
+        mode: str,
+        user: str,
+        inputs: dict[str, Any],
+        query: str,
+        conversation_id: str,
+        files: tuple[dict[str, Any], ...] = (),
+    ) -> ReplyContext:
         return ReplyContext(
             query=query,
             user=user,
@@ -996,6 +1068,7 @@ class FakeDify:
             workflow_run_id=str(uuid.uuid4()),
             mode=mode,
             created_at=int(time.time()),
+            files=files,
         )
 
     async def _respond(
@@ -1033,7 +1106,7 @@ class FakeDify:
                 "retriever_resources": [],
                 "created_at": ctx.created_at,
                 "agent_thoughts": [],
-                "message_files": [],
+                "message_files": [message_file(item) for item in ctx.files],
                 "status": status,
                 "error": error,
                 "extra_contents": [],
@@ -1155,90 +1228,32 @@ class FakeDify:
 
     async def _parameters(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)
+        files = self.files.parameters_json(self.mode)
         return dify_json(
             {
                 "opening_statement": self.opening_statement,
                 "suggested_questions": [],
                 "suggested_questions_after_answer": {"enabled": False},
-                "speech_to_text": {"enabled": False},
+                "speech_to_text": files["speech_to_text"],
                 "text_to_speech": {"enabled": False, "voice": "", "language": "", "autoPlay": "disabled"},
                 "retriever_resource": {"enabled": True},
                 "annotation_reply": {"enabled": False},
                 "more_like_this": {"enabled": False},
                 "user_input_form": self.user_input_form,
                 "sensitive_word_avoidance": {"enabled": False, "type": "", "configs": []},
-                "file_upload": self._file_upload(),
-                "system_parameters": {
-                    "file_size_limit": 15,
-                    "image_file_size_limit": 10,
-                    "video_file_size_limit": 100,
-                    "audio_file_size_limit": 50,
-                    "workflow_file_upload_limit": 10,
-                },
+                "file_upload": files["file_upload"],
+                "system_parameters": files["system_parameters"],
             }
         )
 
-    def _file_upload(self) -> dict[str, Any]:
-        """Chat apps still describe images under `image`; Chatflow and workflow apps (1.15) have no `image` key."""
-        if self.mode in ("advanced-chat", "workflow"):
-            return {
-                "allowed_file_extensions": [],
-                "allowed_file_types": ["image", "document"],
-                "allowed_file_upload_methods": ["local_file", "remote_url"],
-                "enabled": self.files_enabled,
-                "fileUploadConfig": {
-                    "audio_file_size_limit": 50,
-                    "batch_count_limit": 5,
-                    "file_size_limit": 15,
-                    "image_file_size_limit": 10,
-                    "video_file_size_limit": 100,
-                    "workflow_file_upload_limit": 10,
-                },
-                "number_limits": 3,
-            }
-        return {
-            "image": {
-                "enabled": self.files_enabled,
-                "number_limits": 3,
-                "detail": "high",
-                "transfer_methods": ["remote_url", "local_file"],
-            }
-        }
-
     async def _upload(self, request: web.Request) -> web.StreamResponse:
-        """POST /files/upload: multipart `file` (with a content type) and `user`; 201 with a signed source_url."""
+        """POST /files/upload (tests/fakes/dify_files.py): streamed to disk, size-checked, 201."""
         self._authorize(request)
-        form = await request.post()
-        upload = form.get("file")
-        if not isinstance(upload, web.FileField):
-            raise _ApiError(400, "no_file_uploaded", "Please upload your file.")
-        if not upload.content_type or upload.content_type == "application/octet-stream":
-            raise _ApiError(415, "unsupported_file_type", "File type not allowed.")
-        data = upload.file.read()
-        file_id = str(uuid.uuid4())
-        created = int(time.time())
-        user = str(form.get("user") or "DEFAULT-USER")
-        signature = f"timestamp={created}&nonce={uuid.uuid4().hex}&sign=c2lnbmVk"
-        name = upload.filename or "file"
-        record = {
-            "id": file_id,
-            "reference": None,
-            "name": name,
-            "size": len(data),
-            "extension": name.rsplit(".", 1)[-1] if "." in name else "",
-            "mime_type": upload.content_type,
-            "created_by": str(uuid.uuid5(uuid.NAMESPACE_URL, f"end-user:{user}")),
-            "created_at": created,
-            "preview_url": None,
-            "source_url": f"{self.host_url}/files/{file_id}/file-preview?{signature}",
-            "original_url": None,
-            "user_id": None,
-            "tenant_id": APP_ID,
-            "conversation_id": None,
-            "file_key": None,
-        }
-        self.uploads[file_id] = {**record, "user": user, "data": data}
-        return dify_json(record, status=201)
+        return await self.files.upload(request, self.host_url)
+
+    async def _audio_to_text(self, request: web.Request) -> web.StreamResponse:
+        self._authorize(request)
+        return await self.files.audio_to_text(request)
 
     async def _list_messages(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)
@@ -1253,8 +1268,3 @@ class FakeDify:
     async def _web_app_api(self, request: web.Request) -> web.StreamResponse:
         """Dify's web-app API, which a base URL ending in /api reaches: it wants a web-app passport, not a key."""
         raise _ApiError(401, "unauthorized", "App token is missing.")
-
-    async def _tool_file(self, request: web.Request) -> web.StreamResponse:
-        if not {"timestamp", "nonce", "sign"} <= request.query.keys():
-            raise _ApiError(403, "forbidden", "Invalid request.")
-        return web.Response(body=TINY_PNG, content_type="image/png")

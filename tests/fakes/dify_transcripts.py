@@ -20,6 +20,7 @@ from tests.fakes.dify import (
     Step,
     Transcript,
     metadata,
+    split_words,
     sse,
 )
 
@@ -182,7 +183,9 @@ def dropped_mid_stream(ctx: ReplyContext) -> list[Step]:
 # --- agent ------------------------------------------------------------------
 
 
-def _tool_call(ctx: ReplyContext, tool: str, tool_input: str, observation: str, files: list[str]) -> list[bytes]:
+def _tool_call(
+    ctx: ReplyContext, tool: str, tool_input: str, observation: str, files: list[str], url: str = IMAGE_FILE_URL
+) -> list[bytes]:
     ev = Events(ctx, mode="agent-chat")
     th1 = _id(ctx, "thought-1")
     labels = TOOL_LABELS if tool == "current_time" else {tool: {"en_US": "Chart", "zh_Hans": "图表"}}
@@ -191,7 +194,7 @@ def _tool_call(ctx: ReplyContext, tool: str, tool_input: str, observation: str, 
         ev.agent_thought(th1, 1, tool=tool, tool_labels=labels, tool_input=tool_input),
     ]
     if files:
-        blocks.append(ev.message_file(IMAGE_FILE_ID, IMAGE_FILE_URL))
+        blocks.append(ev.message_file(files[0], url))
     blocks.append(
         ev.agent_thought(
             th1,
@@ -236,6 +239,55 @@ def agent_with_image_file(ctx: ReplyContext) -> list[Step]:
         *_tool_call(ctx, "generate_chart", tool_input, observation, [IMAGE_FILE_ID]),
         *_agent_answer(ctx, ["Here is", " the sales chart."]),
     ]
+
+
+# --- files the app produces (built per test around links FakeDify serves) ---------------------
+
+
+def agent_tool_image(url: str, deltas: list[str]) -> Builder:
+    """An agent whose tool made an image: `message_file` with `url` (from `FakeDify.produce`), then `deltas`."""
+
+    def build(ctx: ReplyContext) -> list[Step]:
+        tool_input = '{"generate_chart": {"metric": "sales"}}'
+        observation = "image has been created and sent to user already"
+        file_id = _id(ctx, "tool-file")
+        return [
+            *_tool_call(ctx, "generate_chart", tool_input, observation, [file_id], url),
+            *_agent_answer(ctx, deltas),
+        ]
+
+    return build
+
+
+def chatflow_with_files(text: str, files: list[dict[str, Any]]) -> Builder:
+    """A Chatflow whose answer carries files (`FakeDify.produce_output`) in `message_end` and `workflow_finished`."""
+
+    def build(ctx: ReplyContext) -> list[Step]:
+        ev = Events(ctx, mode="advanced-chat")
+        return [
+            *_chatflow_body(ev, split_words(text)),
+            ev.message_end(files=files),
+            ev.workflow_finished("succeeded", {"answer": text, "files": files}, files=files),
+        ]
+
+    return build
+
+
+def workflow_with_files(text: str, files: list[dict[str, Any]]) -> Builder:
+    """A workflow with file outputs, streamed as real Dify 1.15 does (file 44): the text, then one Markdown
+    image link per file as `text_chunk`s; `workflow_finished` holds the outputs and the files."""
+
+    def build(ctx: ReplyContext) -> list[Step]:
+        ev = Events(ctx, mode="workflow")
+        outputs: dict[str, Any] = {"answer": text}
+        chunks = [ev.text_chunk(text, selector=["start", "query"])]
+        for index, file in enumerate(files):
+            outputs[f"file_{index}"] = file
+            chunks.append(ev.text_chunk("\n", selector=["end", "answer"]))
+            chunks.append(ev.text_chunk(f"![{file['filename']}]({file['url']})", selector=["end", f"file_{index}"]))
+        return [PING, ev.workflow_started(), *chunks, ev.workflow_finished("succeeded", outputs, files=files)]
+
+    return build
 
 
 # --- chatflow -----------------------------------------------------------------

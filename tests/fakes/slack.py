@@ -1,14 +1,12 @@
-"""Strict fake Slack Web API on a real socket, plus helpers for signed Events API / slash-command requests."""
+"""Strict fake Slack Web API on a real socket; file hosting and uploads live in slack_files, and the signed
+Events API / slash-command request builders in slack_payloads (both re-exported here)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import time
 import urllib.parse
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +16,26 @@ from typing import Any, Self
 from aiohttp import web
 
 from tests.fakes.local_server import come_back, go_offline, serve_locally
+from tests.fakes.slack_base import ApiError as _ApiError
+from tests.fakes.slack_base import Args, json_list
+from tests.fakes.slack_files import SlackFiles
+from tests.fakes.slack_payloads import dm_event, event_body, mention_event, signed_headers, slash_command_body
+
+__all__ = [
+    "BAD_GATEWAY_HTML",
+    "DEFAULT_RATE_LIMITS",
+    "OAUTH_SCOPES",
+    "RATE_WINDOW_SECONDS",
+    "ApiCall",
+    "Args",
+    "FakeSlack",
+    "StoredMessage",
+    "dm_event",
+    "event_body",
+    "mention_event",
+    "signed_headers",
+    "slash_command_body",
+]
 
 DEFAULT_RATE_LIMITS: dict[str, int] = {
     "chat.update": 50,
@@ -25,18 +43,23 @@ DEFAULT_RATE_LIMITS: dict[str, int] = {
     "chat.startStream": 20,
     "chat.stopStream": 20,
     "chat.appendStream": 100,
+    # Tier 4
+    "files.info": 100,
+    "files.getUploadURLExternal": 100,
+    "files.completeUploadExternal": 100,
 }
-OAUTH_SCOPES = "app_mentions:read,chat:write,im:history,commands"
+OAUTH_SCOPES = "app_mentions:read,chat:write,im:history,commands,files:read,files:write"
 RATE_WINDOW_SECONDS = 60.0
+MAX_BODY = 1024**3  # bytes a request may carry (uploads to an upload URL are the large ones)
 MAX_BLOCKS = 50
 # What a proxy in front of the Web API answers when the API behind it is down.
 BAD_GATEWAY_HTML = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     "<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
 )
+# Methods that took a multipart body; they answer (method_deprecated) instead of failing to parse it.
+MULTIPART_METHODS = frozenset({"files.upload"})
 CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
-
-Args = dict[str, Any]
 
 
 @dataclass
@@ -79,12 +102,6 @@ class _Fault:
     retry_after: int
 
 
-class _ApiError(Exception):
-    def __init__(self, error: str) -> None:
-        super().__init__(error)
-        self.error = error
-
-
 class FakeSlack:
     """Fake Slack Web API: `async with FakeSlack() as fake:`, then `AsyncWebClient(base_url=fake.api_url)`."""
 
@@ -102,6 +119,7 @@ class FakeSlack:
         markdown_max_chars: int = 12000,
         rate_limits: dict[str, int] | None = None,
         retry_after: int = 1,
+        scopes: str = OAUTH_SCOPES,
     ) -> None:
         self.bot_token = bot_token
         self.team_id = team_id
@@ -113,6 +131,7 @@ class FakeSlack:
         self.markdown_max_chars = markdown_max_chars
         self.rate_limits: dict[str, int] = dict(DEFAULT_RATE_LIMITS if rate_limits is None else rate_limits)
         self.retry_after = retry_after
+        self.scopes = scopes  # comma-separated, as the x-oauth-scopes header shows them
 
         self.calls: list[ApiCall] = []
         self.messages: dict[tuple[str, str], StoredMessage] = {}
@@ -132,6 +151,8 @@ class FakeSlack:
         self._site: web.BaseSite | None = None
         self._port = 0
         self.offline = False
+        # Set by FakeSocketMode.attach: answers apps.connections.open, given the Authorization header's token.
+        self.socket_mode: Callable[[str | None], Args] | None = None
         self._handlers: dict[str, Callable[[Args], Args]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
@@ -146,14 +167,19 @@ class FakeSlack:
             "reactions.remove": self._reactions_remove,
             "apps.connections.open": self._connections_open,
         }
+        self.files = SlackFiles(
+            bot_token=bot_token, team_id=team_id, base_url=lambda: self.url, scopes=self._granted_scopes
+        )
+        self._handlers.update(self.files.handlers())
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post("/api/{method}", self._handle_api)
         app.router.add_get("/api/{method}", self._handle_api)
         app.router.add_post("/response/{response_id}", self._handle_response)
+        self.files.add_routes(app)
         self._runner, port = await serve_locally(app)
         self._port = port
         self._site = next(iter(self._runner.sites), None)
@@ -223,19 +249,24 @@ class FakeSlack:
     def stream_active(self, channel: str, ts: str) -> bool:
         return self._stream_active(self.messages[(channel, ts)])
 
+    def _granted_scopes(self) -> frozenset[str]:
+        return frozenset(scope.strip() for scope in self.scopes.split(",") if scope.strip())
+
     # ------------------------------------------------------------------ HTTP plumbing
 
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         call = ApiCall(method=method, args={}, at=self._clock())
         try:
-            call.args = await _read_args(request)
+            call.args = await _read_args(request, multipart=method in MULTIPART_METHODS)
         except _ApiError as exc:
             return self._answer(call, {"ok": False, "error": exc.error})
 
         header = request.headers.get("Authorization", "")
         param_token = call.args.pop("token", None)
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else param_token
+        if method == "apps.connections.open" and self.socket_mode is not None:
+            return self._answer(call, self.socket_mode(token if header.startswith("Bearer ") else None))
         if token != self.bot_token:
             return self._answer(call, {"ok": False, "error": "invalid_auth"})
 
@@ -261,7 +292,7 @@ class FakeSlack:
             body = handler(call.args)
         except _ApiError as exc:
             return self._answer(call, {"ok": False, "error": exc.error})
-        headers = {"x-oauth-scopes": OAUTH_SCOPES} if method == "auth.test" else None
+        headers = {"x-oauth-scopes": self.scopes} if method == "auth.test" else None
         return self._answer(call, body, headers=headers)
 
     async def _handle_response(self, request: web.Request) -> web.Response:
@@ -489,9 +520,14 @@ class FakeSlack:
         return message
 
 
-async def _read_args(request: web.Request) -> Args:
-    raw = await request.read()
+async def _read_args(request: web.Request, *, multipart: bool = False) -> Args:
     args: Args = {}
+    if multipart and request.content_type.startswith("multipart/"):
+        form = await request.post()
+        args.update((name, value) for name, value in form.items() if isinstance(value, str))
+        args.update(request.query)
+        return args
+    raw = await request.read()
     if raw:
         if request.content_type == "application/json":
             try:
@@ -502,7 +538,7 @@ async def _read_args(request: web.Request) -> Args:
                 raise _ApiError("invalid_json")
             args.update(parsed)
         elif request.content_type.startswith("multipart/"):
-            raise _ApiError("invalid_form_data")
+            raise _ApiError("invalid_form_data")  # the Web API takes no multipart (files.upload is retired)
         else:
             args.update(urllib.parse.parse_qsl(raw.decode(), keep_blank_values=True))
     args.update(request.query)
@@ -516,22 +552,8 @@ def _channel(args: Args) -> str:
     return str(channel)
 
 
-def _json_list(value: Any, error: str) -> list[dict[str, Any]]:
-    """A list of objects, given directly (JSON body) or as a JSON string (form body)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise _ApiError(error) from None
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise _ApiError(error)
-    return value
-
-
 def _parse_blocks(value: Any) -> list[dict[str, Any]]:
-    blocks = _json_list(value, "invalid_blocks")
+    blocks = json_list(value, "invalid_blocks")
     if len(blocks) > MAX_BLOCKS or any(not isinstance(b.get("type"), str) for b in blocks):
         raise _ApiError("invalid_blocks")
     for block in blocks:
@@ -541,7 +563,7 @@ def _parse_blocks(value: Any) -> list[dict[str, Any]]:
 
 
 def _parse_chunks(value: Any) -> list[dict[str, Any]]:
-    chunks = _json_list(value, "invalid_chunks")
+    chunks = json_list(value, "invalid_chunks")
     for chunk in chunks:
         if chunk.get("type") not in CHUNK_TYPES:
             raise _ApiError("invalid_chunks")
@@ -558,85 +580,3 @@ def _blocks_text(blocks: list[dict[str, Any]]) -> str:
         elif block["type"] in ("section", "header") and isinstance(block.get("text"), dict):
             parts.append(str(block["text"].get("text", "")))
     return "\n".join(parts)
-
-
-# ---------------------------------------------------------------------- signed requests to a bolt endpoint
-
-
-def signed_headers(secret: str, body: bytes, content_type: str, *, timestamp: int | None = None) -> dict[str, str]:
-    """Headers for a Slack request: `v0=HMAC_SHA256(secret, "v0:{ts}:{body}")` over the exact bytes sent."""
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
-    return {
-        "Content-Type": content_type,
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": f"v0={digest}",
-    }
-
-
-def event_body(
-    *, event: dict[str, Any], team_id: str = "T1", event_id: str | None = None, api_app_id: str = "A1"
-) -> bytes:
-    envelope = {
-        "token": "legacy-verification-token",
-        "type": "event_callback",
-        "team_id": team_id,
-        "api_app_id": api_app_id,
-        "event": event,
-        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
-        "event_time": int(time.time()),
-        "authorizations": [{"team_id": team_id, "user_id": "UBOT", "is_bot": True}],
-    }
-    return json.dumps(envelope).encode()
-
-
-def mention_event(
-    *, channel: str, user: str, text: str, ts: str, thread_ts: str | None = None, team: str = "T1"
-) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "app_mention",
-        "user": user,
-        "text": text,
-        "ts": ts,
-        "channel": channel,
-        "event_ts": ts,
-        "team": team,
-    }
-    if thread_ts is not None:
-        event["thread_ts"] = thread_ts
-    return event
-
-
-def dm_event(*, channel: str, user: str, text: str, ts: str, thread_ts: str | None = None) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "message",
-        "channel_type": "im",
-        "user": user,
-        "text": text,
-        "ts": ts,
-        "channel": channel,
-        "event_ts": ts,
-    }
-    if thread_ts is not None:
-        event["thread_ts"] = thread_ts
-    return event
-
-
-def slash_command_body(
-    *, command: str, channel_id: str, user_id: str, text: str = "", response_url: str, team_id: str = "T1"
-) -> bytes:
-    form = {
-        "token": "legacy-verification-token",
-        "team_id": team_id,
-        "team_domain": "test",
-        "channel_id": channel_id,
-        "channel_name": "directmessage" if channel_id.startswith("D") else "general",
-        "user_id": user_id,
-        "user_name": "user",
-        "command": command,
-        "text": text,
-        "api_app_id": "A1",
-        "response_url": response_url,
-        "trigger_id": f"{int(time.time())}.1.{uuid.uuid4().hex[:8]}",
-    }
-    return urllib.parse.urlencode(form).encode()

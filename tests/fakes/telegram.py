@@ -17,6 +17,13 @@ from typing import Any, Protocol, Self
 from aiohttp import web
 
 from tests.fakes.local_server import come_back, go_offline, serve_locally
+from tests.fakes.telegram_files import FakeFile, FileApiError, TelegramFiles, media_fields, media_group_items
+from tests.fakes.telegram_text import CANT_PARSE_PREFIX as CANT_PARSE_PREFIX
+from tests.fakes.telegram_text import UNSUPPORTED_PARSE_MODE as UNSUPPORTED_PARSE_MODE
+from tests.fakes.telegram_text import ApiError as ApiError
+from tests.fakes.telegram_text import _auto_entities
+from tests.fakes.telegram_text import render_text as render_text
+from tests.fakes.telegram_text import utf16_len as utf16_len
 
 JsonDict = dict[str, Any]
 Handler = Callable[[JsonDict], Awaitable[Any]]
@@ -43,13 +50,11 @@ NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup are "
     "exactly the same as a current content and reply markup of the message"
 )
-CANT_PARSE_PREFIX = "Bad Request: can't parse entities: "
 CHAT_NOT_FOUND = "Bad Request: chat not found"
 CHAT_ID_EMPTY = "Bad Request: chat_id is empty"
 MESSAGE_ID_MISSING = "Bad Request: message identifier is not specified"
 BUTTON_DATA_INVALID = "Bad Request: BUTTON_DATA_INVALID"
 BAD_SECRET_TOKEN = "Bad Request: secret token contains unallowed characters"
-UNSUPPORTED_PARSE_MODE = "Bad Request: unsupported parse_mode"
 BAD_CHAT_ACTION = "Bad Request: wrong parameter action in request"
 BOT_COMMAND_INVALID = "Bad Request: BOT_COMMAND_INVALID"
 BOT_COMMAND_DESCRIPTION_INVALID = "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID"
@@ -80,6 +85,7 @@ _JSON_FIELDS = frozenset(
         "link_preview_options",
         "commands",
         "scope",
+        "media",
     }
 )
 _INT_FIELDS = frozenset(
@@ -116,30 +122,8 @@ _BOOL_FIELDS = frozenset(
     }
 )
 # Operations that draw on the per-chat flood allowance.
-_COUNTED_METHODS = frozenset({"sendMessage", "editMessageText", "deleteMessage", "sendPhoto", "sendDocument"})
-_ENTITY_TYPES = frozenset(
-    {
-        "mention",
-        "hashtag",
-        "cashtag",
-        "bot_command",
-        "url",
-        "email",
-        "phone_number",
-        "bold",
-        "italic",
-        "underline",
-        "strikethrough",
-        "spoiler",
-        "blockquote",
-        "expandable_blockquote",
-        "code",
-        "pre",
-        "text_link",
-        "text_mention",
-        "custom_emoji",
-        "date_time",
-    }
+_COUNTED_METHODS = frozenset(
+    {"sendMessage", "editMessageText", "deleteMessage", "sendPhoto", "sendDocument", "sendMediaGroup"}
 )
 _CHAT_ACTIONS = frozenset(
     {
@@ -161,8 +145,6 @@ _NOT_DELIVERED_BY_DEFAULT = frozenset({"chat_member", "message_reaction", "messa
 _SECRET_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _COMMAND_NAME_RE = re.compile(r"[a-z0-9_]{1,32}")
 _INT_RE = re.compile(r"-?\d+")
-_BOT_COMMAND_RE = re.compile(r"/[A-Za-z0-9_]+(?:@[A-Za-z0-9_]+)?")
-_MENTION_RE = re.compile(r"(?<![\w@])@[A-Za-z0-9_]{3,32}")
 
 _FIXED_FAULTS: dict[str, tuple[int, str]] = {
     "not_found": (400, EDIT_NOT_FOUND),
@@ -228,17 +210,8 @@ class StoredMessage:
     edited_at: float | None = None
     date: int = 0
     edit_date: int | None = None
-    media: str | None = None  # "photo" or "document"; `text` then holds the caption
-
-
-class ApiError(Exception):
-    """An error answer: HTTP status, description and optional response parameters."""
-
-    def __init__(self, status: int, description: str, parameters: JsonDict | None = None) -> None:
-        super().__init__(description)
-        self.status = status
-        self.description = description
-        self.parameters = parameters
+    media: str | None = None  # "photo", "document", "video", "audio"; `text` then holds the caption
+    media_group_id: str | None = None
 
 
 @dataclass
@@ -253,437 +226,6 @@ class _Fault:
     @property
     def html(self) -> bool:
         return self.description == BAD_GATEWAY_HTML
-
-
-# --------------------------------------------------------------------------- text and entities
-
-
-def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _byte_offset(src: str, index: int) -> int:
-    return len(src[:index].encode("utf-8"))
-
-
-def _parse_error(detail: str) -> ApiError:
-    return ApiError(400, CANT_PARSE_PREFIX + detail)
-
-
-class _Output:
-    """Accumulates parsed text while tracking the UTF-16 position."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.pos = 0
-        self.entities: list[JsonDict] = []
-
-    def emit(self, text: str) -> None:
-        self.parts.append(text)
-        self.pos += utf16_len(text)
-
-    def add(self, entity_type: str, start: int, end: int | None = None, **extra: Any) -> None:
-        stop = self.pos if end is None else end
-        if stop > start:
-            self.entities.append({"type": entity_type, "offset": start, "length": stop - start, **extra})
-
-    def result(self) -> tuple[str, list[JsonDict]]:
-        return "".join(self.parts), _sorted_entities(self.entities)
-
-
-def _sorted_entities(entities: list[JsonDict]) -> list[JsonDict]:
-    return sorted(entities, key=lambda e: (e["offset"], -e["length"]))
-
-
-_HTML_TAGS: dict[str, str] = {
-    "b": "bold",
-    "strong": "bold",
-    "i": "italic",
-    "em": "italic",
-    "u": "underline",
-    "ins": "underline",
-    "s": "strikethrough",
-    "strike": "strikethrough",
-    "del": "strikethrough",
-    "tg-spoiler": "spoiler",
-    "span": "spoiler",
-    "code": "code",
-    "pre": "pre",
-    "blockquote": "blockquote",
-    "a": "text_link",
-    "tg-emoji": "custom_emoji",
-}
-_HTML_NAME_RE = re.compile(r"\s*([A-Za-z][A-Za-z0-9-]*)")
-_HTML_ATTR_RE = re.compile(r"\s*([A-Za-z_:][\w:.-]*)(?:\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s\"'>]+))?")
-_HTML_ENTITY_RE = re.compile(r"&(lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
-_HTML_NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
-
-
-@dataclass
-class _OpenTag:
-    name: str
-    start: int
-    entity: JsonDict | None
-
-
-def _html_unescape(value: str) -> str:
-    return _HTML_ENTITY_RE.sub(lambda m: _decode_html_entity(m.group(1)), value)
-
-
-def _decode_html_entity(body: str) -> str:
-    if body in _HTML_NAMED:
-        return _HTML_NAMED[body]
-    code = int(body[2:], 16) if body.startswith("#x") else int(body[1:])
-    return chr(code)
-
-
-def _parse_html_tag(src: str, index: int, body: str) -> tuple[str, dict[str, str]]:
-    match = _HTML_NAME_RE.match(body)
-    if match is None:
-        raise _parse_error(f'Unsupported start tag "" at byte offset {_byte_offset(src, index)}')
-    name = match.group(1).lower()
-    attrs: dict[str, str] = {}
-    rest = body[match.end() :].rstrip().removesuffix("/")
-    pos = 0
-    while pos < len(rest):
-        attr = _HTML_ATTR_RE.match(rest, pos)
-        if attr is None or attr.end() == pos:
-            offset = _byte_offset(src, index)
-            raise _parse_error(f"Expected equal sign in declaration of an attribute of the tag at byte offset {offset}")
-        raw = attr.group(2) or ""
-        if raw[:1] in {'"', "'"}:
-            raw = raw[1:-1]
-        attrs[attr.group(1).lower()] = _html_unescape(raw)
-        pos = attr.end()
-    return name, attrs
-
-
-def _parse_html(src: str) -> tuple[str, list[JsonDict]]:
-    out = _Output()
-    stack: list[_OpenTag] = []
-    i = 0
-    while i < len(src):
-        char = src[i]
-        if char == "&":
-            match = _HTML_ENTITY_RE.match(src, i)
-            if match:
-                out.emit(_decode_html_entity(match.group(1)))
-                i = match.end()
-                continue
-            out.emit(char)
-            i += 1
-            continue
-        if char != "<":
-            out.emit(char)
-            i += 1
-            continue
-        end = src.find(">", i)
-        if end == -1:
-            raise _parse_error(f"Unclosed start tag at byte offset {_byte_offset(src, i)}")
-        body = src[i + 1 : end]
-        if body.startswith("/"):
-            name = body[1:].strip().lower()
-            if not stack:
-                raise _parse_error(f"Unexpected end tag at byte offset {_byte_offset(src, i)}")
-            top = stack.pop()
-            if top.name != name:
-                raise _parse_error(
-                    f'Unmatched end tag at byte offset {_byte_offset(src, i)}, expected "</{top.name}>", '
-                    f'found "</{name}>"'
-                )
-            if top.entity is not None:
-                out.add(top.entity.pop("type"), top.start, **top.entity)
-        else:
-            name, attrs = _parse_html_tag(src, i, body)
-            stack.append(_OpenTag(name, out.pos, _html_entity_for(src, i, name, attrs, stack)))
-        i = end + 1
-    if stack:
-        raise _parse_error(f'Can\'t find end tag corresponding to start tag "{stack[-1].name}"')
-    return out.result()
-
-
-def _html_entity_for(src: str, index: int, name: str, attrs: dict[str, str], stack: list[_OpenTag]) -> JsonDict | None:
-    entity_type = _HTML_TAGS.get(name)
-    if entity_type is None:
-        raise _parse_error(f'Unsupported start tag "{name}" at byte offset {_byte_offset(src, index)}')
-    if name == "span" and attrs.get("class") != "tg-spoiler":
-        raise _parse_error(f'Tag "span" must have class "tg-spoiler" at byte offset {_byte_offset(src, index)}')
-    if name == "a":
-        href = attrs.get("href", "")
-        return {"type": "text_link", "url": href} if href else None
-    if name == "tg-emoji":
-        emoji_id = attrs.get("emoji-id", "")
-        if not emoji_id:
-            raise _parse_error(
-                f'Tag "tg-emoji" must have attribute "emoji-id" at byte offset {_byte_offset(src, index)}'
-            )
-        return {"type": "custom_emoji", "custom_emoji_id": emoji_id}
-    if name == "blockquote" and "expandable" in attrs:
-        return {"type": "expandable_blockquote"}
-    if name == "code" and stack and stack[-1].name == "pre" and stack[-1].entity is not None:
-        css_class = attrs.get("class", "")
-        if css_class.startswith("language-") and len(css_class) > len("language-"):
-            stack[-1].entity["language"] = css_class.removeprefix("language-")
-        return None
-    return {"type": entity_type}
-
-
-_MDV2_RESERVED = frozenset("_*[]()~`>#+-=|{}.!")
-_MDV2_NAMES = {
-    "bold": "Bold",
-    "italic": "Italic",
-    "underline": "Underline",
-    "strikethrough": "Strikethrough",
-    "spoiler": "Spoiler",
-    "code": "Code",
-    "pre": "Pre",
-    "text_link": "TextUrl",
-    "custom_emoji": "CustomEmoji",
-}
-
-
-@dataclass
-class _OpenMarkdown:
-    entity_type: str
-    start: int
-    src_index: int
-    language: str = ""
-
-
-def _reserved_error(char: str) -> ApiError:
-    return _parse_error(f"Character '{char}' is reserved and must be escaped with the preceding '\\'")
-
-
-def _unclosed_error(src: str, entity: _OpenMarkdown) -> ApiError:
-    name = _MDV2_NAMES[entity.entity_type]
-    return _parse_error(f"Can't find end of {name} entity at byte offset {_byte_offset(src, entity.src_index)}")
-
-
-def _read_link_target(src: str, index: int) -> tuple[str, int]:
-    """Read `(url)` starting at `src[index] == "("`; return the URL and the index after `)`."""
-    chars: list[str] = []
-    i = index + 1
-    while i < len(src):
-        char = src[i]
-        if char == "\\" and i + 1 < len(src):
-            chars.append(src[i + 1])
-            i += 2
-            continue
-        if char == ")":
-            return "".join(chars), i + 1
-        chars.append(char)
-        i += 1
-    raise _parse_error(f"Can't find end of a url at byte offset {_byte_offset(src, index)}")
-
-
-def _parse_markdown_v2(src: str) -> tuple[str, list[JsonDict]]:
-    out = _Output()
-    stack: list[_OpenMarkdown] = []
-    quote_start: int | None = None
-    i = 0
-    while i < len(src):
-        char = src[i]
-        in_code = bool(stack) and stack[-1].entity_type in {"code", "pre"}
-        if char == "\\":
-            if i + 1 < len(src) and 0 < ord(src[i + 1]) <= 126:
-                out.emit(src[i + 1])
-                i += 2
-                continue
-            raise _reserved_error("\\")
-        if in_code:
-            top = stack[-1]
-            if char == "`" and top.entity_type == "code":
-                stack.pop()
-                out.add("code", top.start)
-                i += 1
-            elif char == "`" and src.startswith("```", i):
-                stack.pop()
-                extra: JsonDict = {"language": top.language} if top.language else {}
-                out.add("pre", top.start, **extra)
-                i += 3
-            elif char == "`":
-                raise _reserved_error("`")
-            else:
-                out.emit(char)
-                i += 1
-            continue
-        at_line_start = i == 0 or src[i - 1] == "\n"
-        if char == ">" and at_line_start:
-            if quote_start is None:
-                quote_start = out.pos
-            i += 1
-            continue
-        if char == "\n":
-            out.emit(char)
-            i += 1
-            if quote_start is not None and not src.startswith(">", i):
-                if stack:
-                    raise _unclosed_error(src, stack[-1])
-                out.add("blockquote", quote_start, end=out.pos - 1)
-                quote_start = None
-            continue
-        if char == "`":
-            if src.startswith("```", i):
-                newline = src.find("\n", i)
-                first_line = src[i + 3 : newline] if newline != -1 else "`"
-                if "`" in first_line:
-                    stack.append(_OpenMarkdown("pre", out.pos, i))
-                    i += 3
-                else:
-                    stack.append(_OpenMarkdown("pre", out.pos, i, first_line.strip()))
-                    i = newline + 1
-            else:
-                stack.append(_OpenMarkdown("code", out.pos, i))
-                i += 1
-            continue
-        if char in "*_~|":
-            if char == "|" and not src.startswith("||", i):
-                raise _reserved_error("|")
-            if char == "_" and src.startswith("__", i):
-                entity_type, width = "underline", 2
-            else:
-                entity_type, width = {"*": ("bold", 1), "_": ("italic", 1), "~": ("strikethrough", 1)}.get(
-                    char, ("spoiler", 2)
-                )
-            if stack and stack[-1].entity_type == entity_type:
-                out.add(entity_type, stack.pop().start)
-            else:
-                stack.append(_OpenMarkdown(entity_type, out.pos, i))
-            i += width
-            continue
-        if char == "[" or (char == "!" and src.startswith("![", i)):
-            kind = "text_link" if char == "[" else "custom_emoji"
-            stack.append(_OpenMarkdown(kind, out.pos, i))
-            i += 1 if char == "[" else 2
-            continue
-        if char == "]" and stack and stack[-1].entity_type in {"text_link", "custom_emoji"}:
-            if not src.startswith("(", i + 1):
-                raise _reserved_error("]")
-            top = stack.pop()
-            url, i = _read_link_target(src, i + 1)
-            if top.entity_type == "custom_emoji":
-                emoji_id = url.removeprefix("tg://emoji?id=")
-                out.add("custom_emoji", top.start, custom_emoji_id=emoji_id)
-            else:
-                out.add("text_link", top.start, url=url)
-            continue
-        if char in _MDV2_RESERVED:
-            raise _reserved_error(char)
-        out.emit(char)
-        i += 1
-    if stack:
-        raise _unclosed_error(src, stack[-1])
-    if quote_start is not None:
-        out.add("blockquote", quote_start)
-    return out.result()
-
-
-def _parse_markdown_legacy(src: str) -> tuple[str, list[JsonDict]]:
-    out = _Output()
-    i = 0
-    while i < len(src):
-        char = src[i]
-        if char == "\\" and i + 1 < len(src) and src[i + 1] in "_*`[":
-            out.emit(src[i + 1])
-            i += 2
-            continue
-        if char in "*_`[":
-            delimiter = "```" if src.startswith("```", i) else ("]" if char == "[" else char)
-            opener = 3 if delimiter == "```" else 1
-            end = src.find(delimiter, i + opener)
-            if end == -1:
-                raise _parse_error(f"Can't find end of the entity starting at byte offset {_byte_offset(src, i)}")
-            inner = src[i + opener : end]
-            start = out.pos
-            if delimiter == "]":
-                if not src.startswith("(", end + 1):
-                    raise _parse_error(f"Can't find end of the entity starting at byte offset {_byte_offset(src, i)}")
-                url, i = _read_link_target(src, end + 1)
-                out.emit(inner)
-                out.add("text_link", start, url=url)
-                continue
-            entity_type = {"*": "bold", "_": "italic", "`": "code", "```": "pre"}[delimiter]
-            out.emit(inner)
-            out.add(entity_type, start)
-            i = end + len(delimiter)
-            continue
-        out.emit(char)
-        i += 1
-    return out.result()
-
-
-def _validate_entities(text: str, entities: Any) -> list[JsonDict]:
-    if not isinstance(entities, list):
-        raise ApiError(400, "Bad Request: can't parse entities JSON object")
-    size = utf16_len(text)
-    result: list[JsonDict] = []
-    for entity in entities:
-        if not isinstance(entity, dict):
-            raise ApiError(400, "Bad Request: can't parse MessageEntity JSON object")
-        entity_type = entity.get("type")
-        offset, length = entity.get("offset"), entity.get("length")
-        if entity_type not in _ENTITY_TYPES:
-            raise _parse_error(f'Unsupported entity type "{entity_type}"')
-        if not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0:
-            raise _parse_error(f"Wrong offset or length of a {entity_type} entity")
-        if offset + length > size:
-            raise _parse_error(
-                f"Entity {entity_type} at offset {offset} with length {length} is beyond the end of the text"
-            )
-        if entity_type == "text_link" and not entity.get("url"):
-            raise _parse_error(f"Entity text_link at offset {offset} has no URL")
-        if length == 0:
-            continue
-        result.append({key: value for key, value in entity.items() if value is not None})
-    return _sorted_entities(result)
-
-
-def _strip(text: str, entities: list[JsonDict]) -> tuple[str, list[JsonDict]]:
-    """Trim surrounding whitespace as Telegram does and shift/clip entities accordingly."""
-    stripped = text.strip()
-    if stripped == text:
-        return text, entities
-    lead = len(text) - len(text.lstrip())
-    size = utf16_len(stripped)
-    result: list[JsonDict] = []
-    for entity in entities:
-        start = max(0, entity["offset"] - lead)
-        end = min(size, entity["offset"] + entity["length"] - lead)
-        if end > start:
-            result.append({**entity, "offset": start, "length": end - start})
-    return stripped, result
-
-
-def render_text(text: str, *, entities: Any = None, parse_mode: Any = None) -> tuple[str, list[JsonDict]]:
-    """Turn send parameters into (text, entities) the way Telegram stores them; raises ApiError."""
-    if entities is None:
-        text = text.replace("\r", "")  # Telegram drops carriage returns; aiogram's MarkdownV2 relies on it
-    if entities is not None:
-        parsed = text, _validate_entities(text, entities)
-    elif parse_mode:
-        mode = str(parse_mode).lower()
-        if mode == "html":
-            parsed = _parse_html(text)
-        elif mode == "markdownv2":
-            parsed = _parse_markdown_v2(text)
-        elif mode == "markdown":
-            parsed = _parse_markdown_legacy(text)
-        else:
-            raise ApiError(400, UNSUPPORTED_PARSE_MODE)
-    else:
-        parsed = text, []
-    return _strip(*parsed)
-
-
-def _auto_entities(text: str) -> list[JsonDict]:
-    entities: list[JsonDict] = []
-    command = _BOT_COMMAND_RE.match(text)
-    if command:
-        entities.append({"type": "bot_command", "offset": 0, "length": utf16_len(command.group())})
-    for mention in _MENTION_RE.finditer(text):
-        offset = utf16_len(text[: mention.start()])
-        entities.append({"type": "mention", "offset": offset, "length": utf16_len(mention.group())})
-    return entities
 
 
 # --------------------------------------------------------------------------- parameters
@@ -833,6 +375,8 @@ class FakeTelegram:
         self._site: web.TCPSite | None = None
         self._port = 0
         self.offline = False
+        self.files = TelegramFiles()
+        self._media_groups = itertools.count(1)
         routes: dict[str, Handler] = {
             "getMe": self._get_me,
             "getUpdates": self._get_updates,
@@ -850,6 +394,8 @@ class FakeTelegram:
             "deleteMessage": self._delete_message,
             "sendPhoto": self._send_photo,
             "sendDocument": self._send_document,
+            "sendMediaGroup": self._send_media_group,
+            "getFile": self._get_file,
         }
         self._handlers = {name.lower(): (name, handler) for name, handler in routes.items()}
 
@@ -858,6 +404,7 @@ class FakeTelegram:
     async def __aenter__(self) -> Self:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self._closing = False
         self._runner, port = await serve_locally(app, handler_cancellation=True, shutdown_timeout=1.0)
         self._port = port
@@ -929,17 +476,78 @@ class FakeTelegram:
         language_code: str = "en",
         is_topic_message: bool = False,
     ) -> dict[str, Any]:
+        message = self._user_message(
+            chat_id=chat_id,
+            user_id=user_id,
+            chat_type=chat_type,
+            message_thread_id=message_thread_id,
+            reply_to_bot_message_id=reply_to_bot_message_id,
+            language_code=language_code,
+            is_topic_message=is_topic_message,
+        )
+        message["text"] = text
+        found = _auto_entities(text) if entities is None else entities
+        if found:
+            message["entities"] = found
+        return self._queue_message(message)
+
+    def media_update(
+        self,
+        *,
+        chat_id: int,
+        user_id: int,
+        kind: str,
+        file: FakeFile,
+        caption: str | None = None,
+        caption_entities: list[dict[str, Any]] | None = None,
+        media_group_id: str | None = None,
+        file_name: str | None = None,
+        mime_type: str | None = None,
+        chat_type: str = "private",
+        message_thread_id: int | None = None,
+        reply_to_bot_message_id: int | None = None,
+        language_code: str = "en",
+        is_topic_message: bool = False,
+    ) -> dict[str, Any]:
+        """Build (does not queue) a message update carrying `file` (from `files.add`) as a photo, document,
+        audio, video, voice or video_note, the way Telegram shapes it (a photo comes in three sizes)."""
+        message = self._user_message(
+            chat_id=chat_id,
+            user_id=user_id,
+            chat_type=chat_type,
+            message_thread_id=message_thread_id,
+            reply_to_bot_message_id=reply_to_bot_message_id,
+            language_code=language_code,
+            is_topic_message=is_topic_message,
+        )
+        message.update(media_fields(self.files, kind, file, file_name=file_name, mime_type=mime_type))
+        if caption:
+            message["caption"] = caption
+            found = _auto_entities(caption) if caption_entities is None else caption_entities
+            if found:
+                message["caption_entities"] = found
+        if media_group_id is not None:
+            message["media_group_id"] = media_group_id
+        return self._queue_message(message)
+
+    def _user_message(
+        self,
+        *,
+        chat_id: int,
+        user_id: int,
+        chat_type: str,
+        message_thread_id: int | None,
+        reply_to_bot_message_id: int | None,
+        language_code: str,
+        is_topic_message: bool,
+    ) -> JsonDict:
         chat = self._chat(chat_id, chat_type, forum=is_topic_message)
         message: JsonDict = {
             "message_id": self._next_message_id(chat_id),
             "date": int(time.time()),
             "chat": chat,
             "from": self._user(user_id, language_code),
-            "text": text,
         }
-        found = _auto_entities(text) if entities is None else entities
-        if found:
-            message["entities"] = found
         if message_thread_id is not None:
             message["message_thread_id"] = message_thread_id
         if is_topic_message:
@@ -956,6 +564,9 @@ class FakeTelegram:
                     "from": self._bot_user(),
                 }
             )
+        return message
+
+    def _queue_message(self, message: JsonDict) -> JsonDict:
         self._remember_user_message(message)
         update_id = next(self._update_ids)
         self._last_update_id = update_id
@@ -1205,8 +816,12 @@ class FakeTelegram:
             file_info = {"file_id": file_id, "file_unique_id": f"u{file_id}"}
             if message.media == "photo":
                 result["photo"] = [{**file_info, "width": 1, "height": 1}]
-            else:
+            elif message.media == "document":
                 result["document"] = {**file_info, "file_name": "document"}
+            else:
+                result[message.media] = {**file_info, "duration": 1, "width": 1, "height": 1}
+            if message.media_group_id is not None:
+                result["media_group_id"] = message.media_group_id
             if message.text:
                 result["caption"] = message.text
             if message.entities:
@@ -1348,7 +963,13 @@ class FakeTelegram:
         return _optional_int(params, "reply_to_message_id")
 
     def _store_new(
-        self, params: JsonDict, text: str, entities: list[JsonDict], *, media: str | None = None
+        self,
+        params: JsonDict,
+        text: str,
+        entities: list[JsonDict],
+        *,
+        media: str | None = None,
+        media_group_id: str | None = None,
     ) -> JsonDict:
         chat_id = _chat_id(params)
         thread_id = _optional_int(params, "message_thread_id")
@@ -1365,6 +986,7 @@ class FakeTelegram:
             sent_at=self._clock(),
             date=int(time.time()),
             media=media,
+            media_group_id=media_group_id,
         )
         self.messages[(chat_id, message.message_id)] = message
         return self._message_dict(message)
@@ -1387,11 +1009,7 @@ class FakeTelegram:
             raise ApiError(400, SEND_TOO_LONG)
         return self._store_new(params, text, entities)
 
-    async def _send_media(self, params: JsonDict, kind: str) -> JsonDict:
-        _chat_id(params)
-        self._check_thread(params)
-        if not params.get(kind):
-            raise ApiError(400, f"Bad Request: there is no {kind} in the request")
+    def _caption(self, params: JsonDict) -> tuple[str, list[JsonDict]]:
         caption, entities = render_text(
             str(params.get("caption") or ""),
             entities=params.get("caption_entities"),
@@ -1399,13 +1017,54 @@ class FakeTelegram:
         )
         if utf16_len(caption) > MAX_CAPTION_UTF16:
             raise ApiError(400, CAPTION_TOO_LONG)
-        return self._store_new(params, caption, entities, media=kind)
+        return caption, entities
+
+    async def _send_media(self, params: JsonDict, kind: str) -> JsonDict:
+        _chat_id(params)
+        self._check_thread(params)
+        if not params.get(kind):
+            raise ApiError(400, f"Bad Request: there is no {kind} in the request")
+        caption, entities = self._caption(params)
+        try:
+            upload = self.files.check_upload(kind, params[kind])
+        except FileApiError as exc:
+            raise ApiError(exc.status, exc.description) from exc
+        message = self._store_new(params, caption, entities, media=kind)
+        self.files.record(f"send{kind.capitalize()}", kind, upload, message, params)
+        return message
 
     async def _send_photo(self, params: JsonDict) -> JsonDict:
         return await self._send_media(params, "photo")
 
     async def _send_document(self, params: JsonDict) -> JsonDict:
         return await self._send_media(params, "document")
+
+    async def _send_media_group(self, params: JsonDict) -> list[JsonDict]:
+        _chat_id(params)
+        self._check_thread(params)
+        try:
+            items = media_group_items(params)
+            uploads = [self.files.check_upload(kind, upload) for kind, _, upload in items]
+        except FileApiError as exc:
+            raise ApiError(exc.status, exc.description) from exc
+        captions = [self._caption(item) for _, item, _ in items]
+        group_id = f"1{next(self._media_groups):017d}"
+        plain = {key: value for key, value in params.items() if key != "reply_markup"}  # albums carry no keyboard
+        sent: list[JsonDict] = []
+        for (kind, _, _), upload, (caption, entities) in zip(items, uploads, captions, strict=True):
+            message = self._store_new(plain, caption, entities, media=kind, media_group_id=group_id)
+            self.files.record("sendMediaGroup", kind, upload, message, params)
+            sent.append(message)
+        return sent
+
+    async def _get_file(self, params: JsonDict) -> JsonDict:
+        try:
+            return self.files.get_file(params)
+        except FileApiError as exc:
+            raise ApiError(exc.status, exc.description) from exc
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        return await self.files.download(request, token=self.token)
 
     async def _edit_message_text(self, params: JsonDict) -> JsonDict:
         chat_id = _chat_id(params)

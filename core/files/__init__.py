@@ -1,0 +1,1 @@
+"""Files both ways: what the app accepts, files users send, and files the app produces."""
