@@ -139,6 +139,15 @@ class Settings(BaseSettings):
         description="seconds after which another replica finishes the answers of a replica that stopped renewing",
     )
 
+    # What a completed answer shows under it
+    show_sources: bool = Field(True, description="on or off: end answers with the knowledge sources they cite")
+    show_usage: Literal["off", "tokens", "full"] = Field(
+        "off", description="off, tokens (total tokens) or full (tokens, price, time, workflow steps)"
+    )
+
+    # Groups: a 👀 reaction on the question while its answer runs
+    ack_reaction: bool = Field(True, description="on or off: react 👀 to a group question while it is answered")
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="one of DEBUG, INFO, WARNING, ERROR, CRITICAL"

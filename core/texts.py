@@ -232,6 +232,11 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "progress_node": ("Running {label}…", "正在执行 {label}…"),
     "empty_answer": ("(The assistant returned an empty answer.)", "（助手返回了空的回答。）"),
     "stopped": ("(Stopped.)", "（已停止。）"),
+    "sources": ("Sources: {names}", "来源：{names}"),
+    "usage_tokens": ("{count} tokens", "{count} tokens"),
+    "usage_seconds": ("{seconds} s", "{seconds} 秒"),
+    "usage_step": ("{count} step", "{count} 步"),
+    "usage_steps": ("{count} steps", "{count} 步"),
     "interrupted_resend": (
         "The answer was interrupted. Please send your message again.",
         "回答被中断了。请重新发送你的消息。",

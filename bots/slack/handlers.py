@@ -16,11 +16,13 @@ from bots.slack.addressing import SlackMessage, channel_generation_name, chat_ke
 from bots.slack.budgets import SlackBudgets
 from bots.slack.failures import on_error
 from bots.slack.files_in import file_fields, incoming_files
+from bots.slack.reactions import AckReactions
 from bots.slack.surface import NativeStreamSurface, UpdateSurface
 from core.answering import AnswerPipeline
 from core.conversations import ConversationStore
 from core.errors import BotError, StoreUnavailable
 from core.keys import RedisKeys
+from core.render.footers import UsageMode
 from core.render.renderer import StreamRenderer
 from core.render.surface import MessageSurface
 from core.render.throttle import Throttle, TokenBucket
@@ -46,8 +48,11 @@ class SlackContext:
     allowed_channels: frozenset[str] = frozenset()
     allowed_users: frozenset[str] = frozenset()
     status_delay: float = 1.0
+    show_sources: bool = True
+    show_usage: UsageMode = "off"
     budgets: SlackBudgets = field(default_factory=SlackBudgets)
     no_native: set[str] = field(default_factory=set)  # workspaces where native streaming was refused
+    reactions: AckReactions = field(default_factory=AckReactions)
 
     def allowed(self, message: SlackMessage) -> bool:
         if not self.allowed_channels and not self.allowed_users:
@@ -176,18 +181,26 @@ async def answer(
     throttle = Throttle(ctx.update_interval)  # per message; the workspace's budgets are kept by the surface
 
     def renderer(stream: ReplyStream) -> StreamRenderer:
-        return StreamRenderer(surface, throttle=throttle, status_delay=ctx.status_delay, stop_source=stream.stop)
+        return StreamRenderer(
+            surface,
+            throttle=throttle,
+            status_delay=ctx.status_delay,
+            stop_source=stream.stop,
+            show_sources=ctx.show_sources,
+            show_usage=ctx.show_usage,
+        )
 
-    await ctx.pipeline.answer(
-        chat=key,
-        text=query,
-        sink=renderer,
-        where=f"{message.channel}/{message.root_ts}",
-        order=_order(message),
-        # read by bots/slack/recovery.py (file objects hold no token: their URLs need it as a header)
-        origin={"message": asdict(message), "query": query, "files": list(files)},
-        attachments=attachments,
-    )
+    async with ctx.reactions.around(client, message):
+        await ctx.pipeline.answer(
+            chat=key,
+            text=query,
+            sink=renderer,
+            where=f"{message.channel}/{message.root_ts}",
+            order=_order(message),
+            # read by bots/slack/recovery.py (file objects hold no token: their URLs need it as a header)
+            origin={"message": asdict(message), "query": query, "files": list(files)},
+            attachments=attachments,
+        )
     if isinstance(surface, NativeStreamSurface) and surface.native_failed and ctx.streaming == "auto":
         log.info(
             "native streaming unavailable in %s (%s); using chat.update there", message.team, surface.native_failed

@@ -20,6 +20,7 @@ from bots.front_door import ApiCallRecorder, DoorServices
 from bots.slack.budgets import SlackBudgets
 from bots.slack.handlers import SlackContext, register
 from bots.slack.intake import Rejected, bolt_request, is_signed
+from bots.slack.reactions import AckReactions
 from bots.slack.recovery import recover
 from bots.slack.settings import SlackSettings
 from core.errors import StartupError
@@ -68,6 +69,9 @@ def create_door(section: SlackSettings, services: DoorServices) -> SlackBot:
         allowed_channels=section.allowed_channels,
         allowed_users=section.allowed_users,
         budgets=SlackBudgets(shared=services.core.budgets),
+        show_sources=services.settings.show_sources,
+        show_usage=services.settings.show_usage,
+        reactions=AckReactions(enabled=services.settings.ack_reaction),
     )
     for name, value in services.tuning.items():
         setattr(context, name, value)

@@ -15,11 +15,13 @@ from aiogram.types import Message, User
 from bots.telegram.addressing import GROUP_TYPES, Addressed, addressed_query, chat_key, group_key, topic_of
 from bots.telegram.albums import AlbumCollector
 from bots.telegram.files import has_files, incoming_files
+from bots.telegram.reactions import AckReactions
 from bots.telegram.surface import TelegramSurface
 from core.answering import AnswerPipeline
 from core.conversations import on_queued
 from core.errors import BotError
 from core.files.model import IncomingFile
+from core.render.footers import UsageMode
 from core.render.renderer import RenderStats, StreamRenderer
 from core.render.surface import SurfaceError, SurfaceRateLimited
 from core.render.throttle import Clock, Sleep, ThrottleRegistry
@@ -46,10 +48,13 @@ class TelegramContext:
     allowed_users: frozenset[int] = frozenset()
     allowed_chats: frozenset[int] = frozenset()
     status_delay: float = 1.0
+    show_sources: bool = True
+    show_usage: UsageMode = "off"
     clock: Clock | None = None
     sleep: Sleep | None = None
     opening_statement: str | None = None
     album_quiet: float = 0.5  # seconds without a new part before an album is answered
+    reactions: AckReactions = field(default_factory=AckReactions)
     _albums: AlbumCollector | None = field(default=None, repr=False)
 
     @property
@@ -251,15 +256,18 @@ async def answer(
             lang=_lang(message),
             status_delay=ctx.status_delay,
             stop_source=stream.stop,
+            show_sources=ctx.show_sources,
+            show_usage=ctx.show_usage,
             **timing,
         )
 
-    return await ctx.pipeline.answer(
-        chat=chat_key(message, bot_id=bot.id),
-        text=query,
-        sink=renderer,
-        where=message.chat.id,
-        origin=origin_of(message, query, files=len(attachments)),
-        order=message.message_id,  # rises with every message of a chat: answered in the order sent
-        attachments=attachments,
-    )
+    async with ctx.reactions.around(bot, message):
+        return await ctx.pipeline.answer(
+            chat=chat_key(message, bot_id=bot.id),
+            text=query,
+            sink=renderer,
+            where=message.chat.id,
+            origin=origin_of(message, query, files=len(attachments)),
+            order=message.message_id,  # rises with every message of a chat: answered in the order sent
+            attachments=attachments,
+        )

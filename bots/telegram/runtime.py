@@ -31,6 +31,7 @@ from bots.ordering import ChatGate
 from bots.telegram.errors import handle_errors
 from bots.telegram.handlers import COMMANDS, TelegramContext, build_router
 from bots.telegram.poller import LeaseTiming, PollerElection, PollerLease
+from bots.telegram.reactions import AckReactions
 from bots.telegram.recovery import recover
 from bots.telegram.settings import TelegramSettings
 from bots.telegram.shared_budget import SharedChatBudget
@@ -87,6 +88,9 @@ def create_door(section: TelegramSettings, services: DoorServices) -> TelegramBo
         group_interval=section.group_interval,
         allowed_users=section.allowed_users,
         allowed_chats=section.allowed_chats,
+        show_sources=services.settings.show_sources,
+        show_usage=services.settings.show_usage,
+        reactions=AckReactions(enabled=services.settings.ack_reaction),
     )
     for name, value in services.tuning.items():
         setattr(context, name, value)

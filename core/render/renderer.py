@@ -25,6 +25,7 @@ from core.errors import BotError
 from core.files.model import ProducedFile
 from core.render.activity import keep_typing, wait_either
 from core.render.deliver import BACKOFF_CAP, BACKOFF_FIRST, FINAL_DEADLINE, RETRY_MARGIN, deliver_files
+from core.render.footers import UsageMode, sources_line, usage_line
 from core.render.layout import FrameLayout
 from core.render.messages import SentMessages
 from core.render.stats import RenderStats
@@ -91,17 +92,22 @@ class StreamRenderer:
         status_delay: float = 1.0,
         typing_interval: float = 4.5,
         stop_source: Callable[[], Awaitable[None]] | None = None,
+        show_sources: bool = False,
+        show_usage: UsageMode = "off",
         interim_hold: float | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         """`interim_hold`: seconds an interim edit waits once its slot is open (default HOLD_SHARE of the
-        throttle's interval); the first frame with text never waits."""
+        throttle's interval); the first frame with text never waits. `show_sources` / `show_usage`: the
+        footers a completed answer ends with (its cited documents; its tokens, or also price, time, steps)."""
         self._surface = surface
         self._throttle = throttle
         self._lang = lang
         self._status_delay = status_delay
         self._typing_interval = typing_interval
+        self._show_sources = show_sources
+        self._show_usage: UsageMode = show_usage
         self._stop_source = stop_source  # cancels the Dify task when the answer can't or mustn't go on
         self._clock = clock
         self._sleep = sleep
@@ -229,6 +235,12 @@ class StreamRenderer:
                 frames.notes.append(text("stopped", self._lang))
             if event.paused:
                 frames.notes.append(text("paused", self._lang))
+            footers = (
+                sources_line(event.citations, self._lang) if self._show_sources else "",
+                usage_line(event.usage, self._show_usage, self._lang),
+            )
+            if frames.has_text or frames.notes:  # an empty answer still says so rather than show footers alone
+                frames.notes.extend(line for line in footers if line)
             self.stats.outcome = "done"
             self._finished.set()
         elif isinstance(event, Failed):

@@ -550,7 +550,7 @@ def answer_steps(ctx: ReplyContext, reply: Answer) -> list[Step]:
     else:
         events = [
             *with_ping([ev.message(chunk) for chunk in chunks]),
-            ev.message_end(retriever_resources=[RETRIEVER_RESOURCE]),
+            ev.message_end(),  # no knowledge base: a cited answer is its own transcript ("chat_with_citations")
         ]
     return spaced(events, reply.delay)
 

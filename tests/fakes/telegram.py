@@ -18,6 +18,7 @@ from aiohttp import web
 
 from tests.fakes.local_server import come_back, go_offline, serve_locally
 from tests.fakes.telegram_files import FakeFile, FileApiError, TelegramFiles, media_fields, media_group_items
+from tests.fakes.telegram_reactions import TelegramReactions
 from tests.fakes.telegram_text import CANT_PARSE_PREFIX as CANT_PARSE_PREFIX
 from tests.fakes.telegram_text import UNSUPPORTED_PARSE_MODE as UNSUPPORTED_PARSE_MODE
 from tests.fakes.telegram_text import ApiError as ApiError
@@ -376,6 +377,7 @@ class FakeTelegram:
         self._port = 0
         self.offline = False
         self.files = TelegramFiles()
+        self.reactions = TelegramReactions()
         self._media_groups = itertools.count(1)
         routes: dict[str, Handler] = {
             "getMe": self._get_me,
@@ -387,6 +389,7 @@ class FakeTelegram:
             "deleteMyCommands": self._delete_my_commands,
             "getMyCommands": self._get_my_commands,
             "sendChatAction": self._send_chat_action,
+            "setMessageReaction": self._set_message_reaction,
             "answerCallbackQuery": self._true,
             "sendMessageDraft": self._true,
             "sendMessage": self._send_message,
@@ -955,6 +958,12 @@ class FakeTelegram:
         if params.get("action") not in _CHAT_ACTIONS:
             raise ApiError(400, BAD_CHAT_ACTION)
         return True
+
+    async def _set_message_reaction(self, params: JsonDict) -> bool:
+        chat_id = _chat_id(params)
+        message_id = _optional_int(params, "message_id")
+        known = message_id is not None and (chat_id, message_id) in self._user_messages
+        return self.reactions.set(chat_id, message_id or 0, params.get("reaction"), known=known)
 
     def _reply_to(self, params: JsonDict) -> int | None:
         reply = params.get("reply_parameters")

@@ -372,8 +372,9 @@ def test_slack_manifest() -> None:
         "commands",
         "files:read",
         "files:write",
+        "reactions:write",
     }
-    assert len(manifest["oauth_config"]["scopes"]["bot"]) == 6
+    assert len(manifest["oauth_config"]["scopes"]["bot"]) == 7
     features = manifest["features"]
     assert features["bot_user"]["always_online"] is True
     assert features["app_home"]["messages_tab_enabled"] is True
