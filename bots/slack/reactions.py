@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,12 +10,12 @@ from dataclasses import dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.acknowledgement import reacting
 from bots.slack.addressing import SlackMessage
 
 log = logging.getLogger(__name__)
 
 ACK_NAME = "eyes"
-SETTLE_TIMEOUT = 5.0  # seconds the end of an answer waits for a reaction still being added
 # Another replica (or a retry) already did it: the reaction is where it should be.
 ALREADY = {"reactions_add": "already_reacted", "reactions_remove": "no_reaction"}
 
@@ -33,13 +32,10 @@ class AckReactions:
         if not self.enabled or message.is_dm:
             yield
             return
-        adding = asyncio.create_task(_call(client, "reactions_add", message))
-        try:
+        async with reacting(
+            lambda: _call(client, "reactions_add", message), lambda: _call(client, "reactions_remove", message)
+        ):
             yield
-        finally:
-            # Awaited rather than cancelled: a cancelled request may still land and leave the reaction behind.
-            if await _settled(adding):
-                await _call(client, "reactions_remove", message)
 
 
 async def _call(client: AsyncWebClient, method: str, message: SlackMessage) -> bool:
@@ -55,12 +51,3 @@ async def _call(client: AsyncWebClient, method: str, message: SlackMessage) -> b
         log.debug("slack %s failed in %s: %r", method, message.channel, exc)
         return False
     return True
-
-
-async def _settled(task: asyncio.Task[bool]) -> bool:
-    """Whether `task` ended with True within SETTLE_TIMEOUT (it is cancelled when it did not end)."""
-    done, _ = await asyncio.wait({task}, timeout=SETTLE_TIMEOUT)
-    if not done:
-        task.cancel()
-        return False
-    return not task.cancelled() and task.exception() is None and task.result()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,12 +10,12 @@ from dataclasses import dataclass, field
 from aiogram import Bot
 from aiogram.types import Message, ReactionTypeCustomEmoji, ReactionTypeEmoji, ReactionTypePaid
 
+from bots.acknowledgement import reacting
 from bots.telegram.addressing import GROUP_TYPES
 
 log = logging.getLogger(__name__)
 
 ACK_EMOJI = "👀"  # one of the emoji Telegram allows bots to react with
-SETTLE_TIMEOUT = 5.0  # seconds the end of an answer waits for a reaction still being added
 
 
 @dataclass(slots=True)
@@ -35,13 +34,8 @@ class AckReactions:
         if not self.wanted(message):
             yield
             return
-        adding = asyncio.create_task(self._set(bot, message, ACK_EMOJI))
-        try:
+        async with reacting(lambda: self._set(bot, message, ACK_EMOJI), lambda: self._set(bot, message, None)):
             yield
-        finally:
-            # Awaited rather than cancelled: a cancelled request may still land and leave the 👀 behind.
-            if await _settled(adding):
-                await self._set(bot, message, None)
 
     async def _set(self, bot: Bot, message: Message, emoji: str | None) -> bool:
         chat_id = message.chat.id
@@ -58,12 +52,3 @@ class AckReactions:
                 log.debug("could not set the reaction in chat %s: %r", chat_id, exc)
             return False
         return True
-
-
-async def _settled(task: asyncio.Task[bool]) -> bool:
-    """Whether `task` ended with True within SETTLE_TIMEOUT (it is cancelled when it did not end)."""
-    done, _ = await asyncio.wait({task}, timeout=SETTLE_TIMEOUT)
-    if not done:
-        task.cancel()
-        return False
-    return not task.cancelled() and task.exception() is None and task.result()
