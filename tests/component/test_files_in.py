@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from core.files.model import CHUNK, Fetch, IncomingFile
 from core.render.renderer import StreamRenderer
 from core.render.throttle import Throttle
 from core.service import ChatService
+from tests.component.conftest import leftovers
 from tests.fakes.dify import FakeDify, FileUpload
 from tests.unit.test_renderer import MemorySurface
 
@@ -52,18 +52,6 @@ def broken() -> Fetch:
         raise OSError(f"404, url='https://api.telegram.org/file/bot{TOKEN}/documents/file_1.pdf'")
 
     return fetch
-
-
-def leftovers(directory: Path) -> list[Path]:
-    return list(directory.iterdir())
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    return temp
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from core.files.produced import ProducedFiles
 from core.render.renderer import StreamRenderer
 from core.render.throttle import Throttle
 from core.service import ChatService
+from tests.component.conftest import leftovers
 from tests.fakes.dify import Answer, FakeDify, Transcript
 from tests.fakes.dify_transcripts import agent_tool_image, chatflow_with_files, workflow_with_files
 from tests.fakes.local_server import serve_locally
@@ -49,18 +49,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def leftovers(directory: Path) -> list[Path]:
-    return list(directory.iterdir())
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    return temp
 
 
 @pytest.fixture
