@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _leave_on_hangup() -> None:
-    """SIGTERM and SIGHUP end the chat like /quit: asyncio cancels what runs, so clean-up (the embedded Redis) runs."""
+    """SIGTERM and SIGHUP leave at once until the chat's event loop takes them over (nothing to clean up yet)."""
 
     def leave(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from typing import Any, TextIO
 
 from bots.core_stack import open_core
@@ -32,6 +32,7 @@ from core.texts import friendly_error, progress_line, text
 
 HISTORY_FILE = "chat_history"
 DOUBLE_INTERRUPT = 1.0  # seconds: a second Ctrl-C this soon after the first leaves the chat
+HANG_UPS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def terminal_chat_key() -> ChatKey:
@@ -264,6 +265,16 @@ class _Interrupts:
         self._clock = clock
         self._last: float | None = None
         self.leave = asyncio.Event()
+        self.hung_up = False
+
+    def hang_up(self) -> None:
+        """SIGTERM or SIGHUP: stop the answer being written and leave as /quit does (not with 130).
+
+        The chat's own way out, not a cancellation: on Python 3.11 asyncio.wait_for, which redis-py sends
+        commands through, can swallow a cancellation, and the chat would then wait for stdin forever."""
+        self.hung_up = True
+        self._current.stop()
+        self.leave.set()
 
     def __call__(self) -> None:
         now = self._clock()
@@ -288,6 +299,24 @@ async def _next_line(reader: LineReader, leave: asyncio.Event) -> str | None:
     return None
 
 
+@contextlib.asynccontextmanager
+async def _hang_ups(leave: Callable[[], None]) -> AsyncIterator[None]:
+    """SIGTERM and SIGHUP call `leave` from the event loop, taking them over from the handler `dify-bots chat`
+    set: its SystemExit would surface wherever the main thread happens to be (inside asyncio's own code, or a
+    finalizer that drops it), and the chat could then miss its clean-up or never end."""
+    loop = asyncio.get_running_loop()
+    previous = {signum: signal.getsignal(signum) for signum in HANG_UPS}
+    for signum in HANG_UPS:
+        loop.add_signal_handler(signum, leave)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
 async def run_chat(settings: Settings, *, reader: LineReader | None = None) -> int:
     """Answer lines from stdin until it ends or the user leaves; 1 when every line asked failed."""
     if isinstance(sys.stdin, io.TextIOWrapper):
@@ -301,7 +330,7 @@ async def run_chat(settings: Settings, *, reader: LineReader | None = None) -> i
     interrupts = _Interrupts(current)
     loop = asyncio.get_running_loop()
     asked = failed = 0
-    async with open_core(settings) as core:
+    async with _hang_ups(interrupts.hang_up), open_core(settings) as core:
         pipeline = AnswerPipeline(core.service)
         loop.add_signal_handler(signal.SIGINT, interrupts)
         try:
@@ -353,7 +382,7 @@ async def run_chat(settings: Settings, *, reader: LineReader | None = None) -> i
         finally:
             loop.remove_signal_handler(signal.SIGINT)
             reader.save_history()
-    if interrupts.leave.is_set():
+    if interrupts.leave.is_set() and not interrupts.hung_up:
         return 130
     return 1 if asked and failed == asked else 0
 
