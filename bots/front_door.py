@@ -100,12 +100,20 @@ class FrontDoorPlugin(Generic[SectionT]):
     checks: Callable[[SectionT, Settings], list[tuple[str, Check]]] = lambda section, settings: []
 
 
-def lazy_factory(target: str) -> Callable[[Any, DoorServices], FrontDoor]:
-    """A plug-in's `create` that imports `module:callable` only when the door starts (cheap start-up)."""
-    module, _, name = target.partition(":")
+def lazy_factory(*targets: str) -> Callable[[Any, DoorServices], FrontDoor]:
+    """A plug-in's `create` that imports `module:callable` only when the door starts (cheap start-up).
+    With several targets, the ones before the last are called first without arguments (preparing imports)."""
+    *preparations, target = targets
 
     def create(section: Any, services: DoorServices) -> FrontDoor:
-        factory: Callable[[Any, DoorServices], FrontDoor] = getattr(importlib.import_module(module), name)
+        for preparation in preparations:
+            _load(preparation)()
+        factory: Callable[[Any, DoorServices], FrontDoor] = _load(target)
         return factory(section, services)
 
     return create
+
+
+def _load(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

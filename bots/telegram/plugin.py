@@ -31,6 +31,9 @@ def _checks(section: TelegramSettings, settings: Settings) -> list[tuple[str, Ch
         return []
 
     async def get_me() -> str:
+        from bots.telegram.lean_models import load_aiogram
+
+        load_aiogram()
         from aiogram.exceptions import TelegramUnauthorizedError
 
         from bots.telegram.runtime import open_bot
@@ -52,7 +55,7 @@ PLUGIN = FrontDoorPlugin(
     name="telegram",
     settings=TelegramSettings,
     configured=_configured,
-    create=lazy_factory("bots.telegram.runtime:create_door"),
+    create=lazy_factory("bots.telegram.lean_models:load_aiogram", "bots.telegram.runtime:create_door"),
     warnings=_warnings,
     checks=_checks,
 )
