@@ -23,6 +23,8 @@ from bots.front_door import DoorServices, FrontDoor, FrontDoorPlugin, Recovering
 from bots.metrics import Metrics
 from bots.web_errors import error_middleware
 from core.answering import AnswerPipeline, AnswerReport
+from core.controls.desk import ControlDesk, ControlOptions
+from core.controls.feedback import FeedbackBook
 from core.dify.errors import DifyServerError, DifyTransportError
 from core.errors import BotError, StartupError
 from core.journal import Journal, JournalEntry
@@ -119,7 +121,12 @@ class BotService:
         self.journal = journal = Journal(core.redis, keys=core.store.keys, lease=settings.journal_lease)
         await journal.start()
         self._stack.push_async_callback(journal.close)
-        self._pipeline = pipeline = AnswerPipeline(core.service, journal=journal)
+        controls = ControlDesk(
+            feedback=FeedbackBook(core.store, core.dify),
+            options=ControlOptions(stop_button=settings.stop_button, feedback_buttons=settings.feedback_buttons),
+        )
+        await self._stack.enter_async_context(controls.relay_over(core.redis, channel=core.store.keys.stop_channel()))
+        self._pipeline = pipeline = AnswerPipeline(core.service, journal=journal, controls=controls)
         pipeline.observe(self._answered)
         for plugin in self.plugins:
             services = DoorServices(

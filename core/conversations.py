@@ -98,7 +98,7 @@ def _decode(raw: str | bytes) -> Conversation | None:
         return None
 
 
-async def _guard(operation: Awaitable[T]) -> T:
+async def guard_store(operation: Awaitable[T]) -> T:
     try:
         return await operation
     except (RedisError, RedisClusterException, OSError) as exc:
@@ -135,61 +135,61 @@ class ConversationStore:
         return self.keys.conversation(chat)
 
     async def ping(self) -> None:
-        await _guard(self._redis.ping())
+        await guard_store(self._redis.ping())
 
     async def get(self, chat: ChatKey) -> Conversation | None:
         """The stored conversation, sliding its TTL."""
         key = self.key(chat)
-        raw = await _guard(self._redis.getex(key, ex=self._ttl) if self._ttl else self._redis.get(key))
+        raw = await guard_store(self._redis.getex(key, ex=self._ttl) if self._ttl else self._redis.get(key))
         if raw is None:
             return None
         conversation = _decode(raw)
         if conversation is None:
             log.warning("dropping unreadable conversation record at %s", key)
-            await _guard(self._redis.delete(key))
+            await guard_store(self._redis.delete(key))
         return conversation
 
     async def save(self, chat: ChatKey, conversation: Conversation) -> None:
         value = json.dumps({"conversation_id": conversation.conversation_id, "user": conversation.user})
-        await _guard(self._redis.set(self.key(chat), value, ex=self._ttl or None))
+        await guard_store(self._redis.set(self.key(chat), value, ex=self._ttl or None))
 
     async def reset(self, chat: ChatKey) -> Conversation | None:
         """Forget the chat's conversation; returns what was stored."""
         key = self.key(chat)
-        raw = await _guard(self._redis.getdel(key))
+        raw = await guard_store(self._redis.getdel(key))
         return None if raw is None else _decode(raw)
 
     async def move(self, old: ChatKey, new: ChatKey) -> bool:
         """Carry the conversation of `old` over to `new` (a group that became a supergroup), keeping its
         Dify user and TTL; a conversation `new` already has is kept. True when one was moved."""
         source, target = self.key(old), self.key(new)
-        raw = await _guard(self._redis.get(source))
+        raw = await guard_store(self._redis.get(source))
         if raw is None:
             return False
-        moved = await _guard(self._redis.set(target, raw, nx=True, ex=self._ttl or None))
-        await _guard(self._redis.delete(source))
+        moved = await guard_store(self._redis.set(target, raw, nx=True, ex=self._ttl or None))
+        await guard_store(self._redis.delete(source))
         return bool(moved)
 
     async def first_delivery(self, platform: str, delivery_id: str, *, ttl: int = 3600) -> bool:
         """True the first time a platform delivery id is seen (across processes), False for repeats."""
         key = self.keys.delivery(platform, delivery_id)
-        return bool(await _guard(self._redis.set(key, "1", nx=True, ex=ttl)))
+        return bool(await guard_store(self._redis.set(key, "1", nx=True, ex=ttl)))
 
     async def generation(self, name: str) -> int:
-        raw = await _guard(self._redis.get(self.keys.generation(name)))
+        raw = await guard_store(self._redis.get(self.keys.generation(name)))
         return int(raw) if raw is not None else 0
 
     async def bump_generation(self, name: str) -> int:
         """Start every conversation under `name` over (e.g. every thread of a Slack channel)."""
-        return int(await _guard(self._redis.incr(self.keys.generation(name))))
+        return int(await guard_store(self._redis.incr(self.keys.generation(name))))
 
     async def set_flag(self, name: str, *, ttl: int | None = None) -> None:
         """Remember a small fact (e.g. "this DM thread was started by a mention") for the conversation TTL."""
         expiry = ttl if ttl is not None else (self._ttl or None)
-        await _guard(self._redis.set(self.keys.flag(name), "1", ex=expiry))
+        await guard_store(self._redis.set(self.keys.flag(name), "1", ex=expiry))
 
     async def has_flag(self, name: str) -> bool:
-        return bool(await _guard(self._redis.exists(self.keys.flag(name))))
+        return bool(await guard_store(self._redis.exists(self.keys.flag(name))))
 
     def lock(self, chat: ChatKey, *, wait: float, order: float | None = None) -> ConversationLock:
         """One answer at a time per conversation, in `order` (the platform's number) across processes.
@@ -292,9 +292,9 @@ class ConversationLock:
             await asyncio.gather(self._renewer, return_exceptions=True)
         try:
             if self.held:
-                await _guard(self._store.redis.eval(_RELEASE, 1, self._key, self._token))
+                await guard_store(self._store.redis.eval(_RELEASE, 1, self._key, self._token))
             elif self._ticket:
-                await _guard(self._store.redis.eval(_LEAVE, 2, self._queue, self._alive, self._token))
+                await guard_store(self._store.redis.eval(_LEAVE, 2, self._queue, self._alive, self._token))
         except StoreUnavailable:
             log.warning("could not release %s; it expires by itself", self._key)
         finally:
@@ -334,7 +334,7 @@ class ConversationLock:
         """Place or refresh our ticket and take the lock if it is our turn: one round trip."""
         store = self._store
         self._ticket = True
-        granted: Any = await _guard(
+        granted: Any = await guard_store(
             store.redis.eval(
                 _ENTER,
                 3,
@@ -355,7 +355,7 @@ class ConversationLock:
         while True:
             await asyncio.sleep(self._store._lease / 3)
             try:
-                owned = await _guard(self._store.redis.eval(_RENEW, 1, self._key, self._token, lease_ms))
+                owned = await guard_store(self._store.redis.eval(_RENEW, 1, self._key, self._token, lease_ms))
             except StoreUnavailable:
                 log.warning("could not renew %s", self._key)
                 continue

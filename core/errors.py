@@ -30,6 +30,10 @@ class Interrupted(BotError):
     """The bot is shutting down and stopped this answer."""
 
 
+class Stopped(BotError):
+    """Someone pressed Stop (or sent /stop): the answer ends with the text so far and a short note."""
+
+
 class StartupError(BotError):
     """Something the bot needs at start-up is unusable; `message` is one sentence for the person running it."""
 

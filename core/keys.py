@@ -101,6 +101,14 @@ class RedisKeys:
         """Set once by the replica that answers the album; shares the parts' Cluster slot."""
         return self._app_key("album", "{" + self.part(chat_id, group_id) + "}", "owner")
 
+    def feedback(self, message_id: str) -> str:
+        """The Dify user an answer belongs to and the rating it was given in the chat (JSON)."""
+        return self._app_key("feedback", message_id)
+
+    def stop_channel(self) -> str:
+        """The pub/sub channel that carries Stop presses to the replica running the answer."""
+        return self._app_key("stops")
+
     def poller(self, platform: str, bot_id: int | str) -> str:
         """The lease naming the one replica that polls the platform for this bot; shared by every app."""
         return self.part(self.prefix, "poller", platform, bot_id)

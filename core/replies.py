@@ -57,6 +57,13 @@ class Heard:
 
 
 @dataclass(frozen=True, slots=True)
+class Quote:
+    """The question this answer replies to, shown above it (a suggested question pressed as a button)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class FilesReady:
     """The answer's files, downloaded for a sink that delivers files; `missing` could not be fetched."""
 
@@ -108,5 +115,5 @@ class Failed:
 
 
 ReplyEvent = (
-    TaskStarted | TextDelta | TextReplace | Progress | Files | Heard | FilesReady | ContextReset | Done | Failed
+    TaskStarted | TextDelta | TextReplace | Progress | Files | Heard | Quote | FilesReady | ContextReset | Done | Failed
 )

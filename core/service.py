@@ -122,6 +122,7 @@ class ReplyStream:
         self._intake = intake
         self._deadline = float("inf")
         self.task_id: str | None = None
+        self._stop_sent = False
         self.user = chat.user
         self._events = self._run()
 
@@ -137,9 +138,10 @@ class ReplyStream:
         return self._events
 
     async def stop(self) -> None:
-        """Ask Dify to stop the running task (best effort)."""
-        if self.task_id is None:
+        """Ask Dify to stop the running task (best effort, once)."""
+        if self.task_id is None or self._stop_sent:
             return
+        self._stop_sent = True
         try:
             await self._service.dify.stop(task_id=self.task_id, user=self.user)
         except DifyError as exc:

@@ -145,6 +145,10 @@ class Settings(BaseSettings):
         "off", description="off, tokens (total tokens) or full (tokens, price, time, workflow steps)"
     )
 
+    # Buttons on answers (Telegram inline keyboards, Slack blocks)
+    stop_button: bool = Field(True, description="on or off: a Stop button on answers while they stream")
+    feedback_buttons: bool = Field(True, description="on or off: 👍/👎 buttons under completed answers")
+
     # Groups: a 👀 reaction on the question while its answer runs
     ack_reaction: bool = Field(True, description="on or off: react 👀 to a group question while it is answered")
 

@@ -211,8 +211,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "greeting": ("Hello! Send me a message and I'll answer.", "你好！给我发消息，我来回答。"),
     "help": (
         "Send me a message and I'll answer, streaming the reply as it is written.\n"
-        "/reset starts a new conversation.\n/help shows this message.",
-        "给我发消息，我会边写边回复。\n/reset 开始新的对话。\n/help 显示这条说明。",
+        "/stop stops the answer being written.\n/reset starts a new conversation.\n/help shows this message.",
+        "给我发消息，我会边写边回复。\n/stop 停止正在写的回答。\n/reset 开始新的对话。\n/help 显示这条说明。",
     ),
     "not_allowed": ("Sorry, this bot is not available here.", "抱歉，这个机器人在这里不可用。"),
     "unknown_command": (
@@ -221,6 +221,24 @@ _TEXTS: dict[str, tuple[str, str]] = {
     ),
     "empty_message": ("Please send some text.", "请发送文字内容。"),
     "heard": ("🎤 {text}", "🎤 {text}"),
+    "asked": ("💬 {text}", "💬 {text}"),
+    "stop_button": ("⏹ Stop", "⏹ 停止"),
+    "stop_not_yours": (
+        "Only the person who asked (or a chat admin) can stop this answer.",
+        "只有提问的人（或群管理员）可以停止这条回答。",
+    ),
+    "stop_ended": ("This answer has already ended.", "这条回答已经结束了。"),
+    "stop_done": ("Stopped.", "已停止。"),
+    "stop_nothing": ("Nothing is being answered here right now.", "这里现在没有正在进行的回答。"),
+    "feedback_like": ("Thanks! Marked as helpful.", "谢谢！已标记为有帮助。"),
+    "feedback_dislike": ("Thanks! Marked as not helpful.", "谢谢！已标记为没有帮助。"),
+    "feedback_cleared": ("Your rating was removed.", "已取消你的评价。"),
+    "feedback_failed": (
+        "Your rating could not be saved right now. Please try again later.",
+        "暂时无法保存你的评价，请稍后再试。",
+    ),
+    "suggestions_intro": ("You could ask:", "你可以问："),
+    "suggestion_gone": ("This suggestion is no longer available.", "这个建议已不可用。"),
     "file_missing": (
         "⚠️ A file from the answer could not be fetched: {name}",
         "⚠️ 无法获取回答中的文件：{name}",

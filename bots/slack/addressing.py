@@ -11,6 +11,7 @@ from core.keys import RedisKeys
 
 MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
 RESET_WORDS = frozenset({"reset", "/reset", "new", "start over", "重置"})
+STOP_WORDS = frozenset({"stop", "/stop", "停止"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,10 @@ def query_of(text: str, *, bot_user_id: str | None) -> str:
 
 def is_reset(query: str) -> bool:
     return query.strip().lower() in RESET_WORDS
+
+
+def is_stop(query: str) -> bool:
+    return query.strip().lower().rstrip(".!") in STOP_WORDS
 
 
 def channel_generation_name(team: str, channel: str) -> str:

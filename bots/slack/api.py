@@ -8,11 +8,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bots.slack.blocks import FALLBACK_CHARS, Block, markdown_block
 from bots.slack.budgets import WorkspaceBucket
 from bots.slack.errors import NETWORK_ERRORS, describe, error_code, retry_after, status_code
 from bots.slack.markdown import to_mrkdwn
@@ -29,6 +31,7 @@ MARKDOWN_REFUSED = frozenset({"invalid_arguments", "invalid_markdown", "markdown
 
 BudgetFor = Callable[[str], TokenBucket | None]
 BUSY_RETRY = 0.5  # seconds before an interim frame tries a spent budget again
+SECTION_CHARS = 3000  # a section block's text limit
 
 
 class SlackApi:
@@ -94,6 +97,41 @@ class SlackApi:
         )
         return str(response["ts"])
 
+    async def post_blocks(self, markdown: str, controls: list[Block]) -> str:
+        """Post `markdown` as blocks with the `controls` blocks under it (markdown_text takes no blocks)."""
+        response = await self._with_blocks(
+            "chat.postMessage",
+            lambda content: self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, **content),
+            markdown,
+            controls,
+        )
+        return str(response["ts"])
+
+    async def update_blocks(self, ts: str, markdown: str, controls: list[Block]) -> None:
+        """Rewrite message `ts` as blocks: `markdown`, then `controls` (none: the buttons go away)."""
+        await self._with_blocks(
+            "chat.update",
+            lambda content: self.client.chat_update(channel=self.channel, ts=ts, **content),
+            markdown,
+            controls,
+        )
+
+    async def _with_blocks(
+        self,
+        method: str,
+        request: Callable[[dict[str, Any]], Awaitable[AsyncSlackResponse]],
+        markdown: str,
+        controls: list[Block],
+    ) -> AsyncSlackResponse:
+        if not self._mrkdwn:
+            try:
+                return await self.call(method, request(_block_content(markdown, controls, mrkdwn=False)))
+            except SlackApiError as exc:
+                if error_code(exc) not in MARKDOWN_REFUSED | {"invalid_blocks"}:
+                    raise
+                self._give_up_markdown(exc, refused=True)
+        return await self.call(method, request(_block_content(markdown, controls, mrkdwn=True)))
+
     async def update(self, ts: str, markdown: str) -> None:
         if not self._mrkdwn:
             try:
@@ -105,9 +143,9 @@ class SlackApi:
                 self._give_up_markdown(exc)
         await self.call("chat.update", self.client.chat_update(channel=self.channel, ts=ts, text=to_mrkdwn(markdown)))
 
-    def _give_up_markdown(self, exc: SlackApiError) -> None:
+    def _give_up_markdown(self, exc: SlackApiError, *, refused: bool = False) -> None:
         """Where Slack refuses `markdown_text`, send Slack's own mrkdwn in `text` from now on."""
-        if error_code(exc) not in MARKDOWN_REFUSED:
+        if not refused and error_code(exc) not in MARKDOWN_REFUSED:
             raise exc
         log.info("slack refused markdown_text (%s); sending mrkdwn text instead", error_code(exc))
         self._mrkdwn = True
@@ -135,6 +173,21 @@ class SlackApi:
             log.info("cannot set the thread status in %s: %s", self.channel, describe(exc))
             return
         self._status_shown, self._status_at = text, now
+
+
+def _block_content(markdown: str, controls: list[Block], *, mrkdwn: bool) -> dict[str, Any]:
+    """`blocks` (the text, then the controls) and the `text` notifications show; mrkdwn sections where
+    Slack refuses markdown."""
+    # Only notifications show the fallback: a bounded beginning keeps interim frames cheap.
+    fallback = to_mrkdwn(markdown if mrkdwn else markdown[:FALLBACK_CHARS])
+    if mrkdwn:
+        body = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": fallback[start : start + SECTION_CHARS]}}
+            for start in range(0, len(fallback), SECTION_CHARS)
+        ]
+    else:
+        body = [markdown_block(markdown)] if markdown else []
+    return {"blocks": [*body, *controls], "text": fallback[:FALLBACK_CHARS] or " "}
 
 
 def _discard(request: Awaitable[AsyncSlackResponse]) -> None:

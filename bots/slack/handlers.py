@@ -1,7 +1,8 @@
-"""slack-bolt listeners: mentions and DMs stream an answer into the thread; /reset starts over."""
+"""slack-bolt listeners: mentions and DMs stream an answer into the thread; /reset starts over, /stop stops."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -12,14 +13,15 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.addressing import SlackMessage, channel_generation_name, chat_key, is_reset, query_of
+from bots.slack.addressing import SlackMessage, channel_generation_name, chat_key, is_reset, is_stop, query_of
 from bots.slack.budgets import SlackBudgets
 from bots.slack.failures import on_error
 from bots.slack.files_in import file_fields, incoming_files
 from bots.slack.reactions import AckReactions
+from bots.slack.running import RunningAnswers
 from bots.slack.surface import NativeStreamSurface, UpdateSurface
 from core.answering import AnswerPipeline
-from core.conversations import ConversationStore
+from core.conversations import ChatKey, ConversationStore
 from core.errors import BotError, StoreUnavailable
 from core.keys import RedisKeys
 from core.render.footers import UsageMode
@@ -53,6 +55,7 @@ class SlackContext:
     budgets: SlackBudgets = field(default_factory=SlackBudgets)
     no_native: set[str] = field(default_factory=set)  # workspaces where native streaming was refused
     reactions: AckReactions = field(default_factory=AckReactions)
+    running: RunningAnswers = field(default_factory=RunningAnswers)  # what /stop stops
 
     def allowed(self, message: SlackMessage) -> bool:
         if not self.allowed_channels and not self.allowed_users:
@@ -101,6 +104,18 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
             ctx, client, event, team=str(body.get("team_id") or ""), bot_user_id=context.bot_user_id, mentioned=False
         )
 
+    @app.command("/stop")
+    async def stop(ack: Callable[..., Awaitable[None]], command: dict[str, Any]) -> None:
+        team, channel = str(command.get("team_id") or ""), str(command.get("channel_id") or "")
+        user = str(command.get("user_id") or "")
+        # Slash commands are typed in the channel (never in a thread): stop the user's running answer there.
+        key = ctx.running.latest(team, channel, user)
+        if key is None:
+            await ack(text=text("stop_nothing"))
+            return
+        _, notice = await ctx.pipeline.controls.stop(by=user, lang="en", chat=key)
+        await ack(text=notice)
+
     @app.command("/reset")
     async def reset(ack: Callable[..., Awaitable[None]], command: dict[str, Any]) -> None:
         team, channel = str(command.get("team_id") or ""), str(command.get("channel_id") or "")
@@ -136,7 +151,7 @@ async def handle_message(
     except StoreUnavailable as exc:
         log.warning("cannot de-duplicate slack message: %r", exc)
     if not ctx.allowed(message):
-        await _ephemeral(client, message, text("not_allowed"))
+        await ephemeral(client, message, text("not_allowed"))
         return
     query = query_of(message.text, bot_user_id=bot_user_id)
     files = file_fields(event.get("files"))
@@ -146,13 +161,24 @@ async def handle_message(
             await ctx.pipeline.service.reset(key)
             await _reply(client, message, text("reset_done"))
             return
+        if is_stop(query) and not files:
+            await stop_in_thread(ctx, client, message, key)
+            return
     except BotError as exc:
         await _reply(client, message, friendly_error(exc))
         return
     if not query and not files:
         await _reply(client, message, text("help"))
         return
-    await answer(ctx, client, message, key=key, query=query, files=files)
+    await answer(ctx, client, message, key=key, query=query, files=files, asker=message.user)
+
+
+async def stop_in_thread(ctx: SlackContext, client: AsyncWebClient, message: SlackMessage, key: ChatKey) -> None:
+    """ "@bot stop" (or "stop" in a DM): stop the answer running in this conversation. Its message says
+    "(Stopped.)" itself; anything else is told to the one who asked, privately."""
+    outcome, notice = await ctx.pipeline.controls.stop(by=message.user, lang="en", chat=key)
+    if outcome != "stopped":
+        await ephemeral(client, message, notice)
 
 
 def _order(message: SlackMessage) -> float | None:
@@ -168,12 +194,17 @@ async def answer(
     client: AsyncWebClient,
     message: SlackMessage,
     *,
-    key: Any,
+    key: ChatKey,
     query: str,
     files: Sequence[dict[str, Any]] = (),
+    asker: str | None = None,
+    quote: str = "",
+    react: bool = True,
 ) -> None:
     """Stream Dify's answer to `query` (and the shared `files`, file objects as file_fields keeps them) into
-    the message's thread. A blank query with files asks core's default question."""
+    the message's thread. A blank query with files asks core's default question. `asker` (the Slack user)
+    puts Stop, feedback and suggestion buttons on the answer; `quote` shows a pressed suggestion above it;
+    `react` marks the message answered with the ack reaction (not for a button press: it has no message)."""
     attachments = (
         await incoming_files(client, files, budget=ctx.budgets.bucket(message.team, "files.info")) if files else []
     )
@@ -190,17 +221,21 @@ async def answer(
             show_usage=ctx.show_usage,
         )
 
-    async with ctx.reactions.around(client, message):
-        await ctx.pipeline.answer(
-            chat=key,
-            text=query,
-            sink=renderer,
-            where=f"{message.channel}/{message.root_ts}",
-            order=_order(message),
-            # read by bots/slack/recovery.py (file objects hold no token: their URLs need it as a header)
-            origin={"message": asdict(message), "query": query, "files": list(files)},
-            attachments=attachments,
-        )
+    reacting = ctx.reactions.around(client, message) if react else contextlib.nullcontext()
+    with ctx.running.track(message, key):
+        async with reacting:
+            await ctx.pipeline.answer(
+                chat=key,
+                text=query,
+                sink=renderer,
+                where=f"{message.channel}/{message.root_ts}",
+                order=_order(message) if react else None,
+                # read by bots/slack/recovery.py (file objects hold no token: their URLs need it as a header)
+                origin={"message": asdict(message), "query": query, "files": list(files)},
+                attachments=attachments,
+                asker=asker,
+                quote=quote,
+            )
     if isinstance(surface, NativeStreamSurface) and surface.native_failed and ctx.streaming == "auto":
         log.info(
             "native streaming unavailable in %s (%s); using chat.update there", message.team, surface.native_failed
@@ -237,7 +272,8 @@ async def _reply(client: AsyncWebClient, message: SlackMessage, body: str) -> No
         log.warning("could not reply in %s: %s", message.channel, exc.response.get("error"))
 
 
-async def _ephemeral(client: AsyncWebClient, message: SlackMessage, body: str) -> None:
+async def ephemeral(client: AsyncWebClient, message: SlackMessage, body: str) -> None:
+    """Tell only `message.user`, in the message's thread."""
     try:
         await client.chat_postEphemeral(
             channel=message.channel, user=message.user, text=body, thread_ts=message.root_ts

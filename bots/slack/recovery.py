@@ -30,7 +30,8 @@ def handle_id(handle: Any) -> str:
 async def recover(ctx: SlackContext, client: AsyncWebClient, entry: JournalEntry) -> None:
     """Answer again when Dify never started; else end the half-written message and stop the Dify task."""
     message = SlackMessage(**entry.origin["message"])
-    surface = UpdateSurface(client, channel=message.channel, thread_ts=message.root_ts)
+    # The dead replica's last frame may carry a Stop button: the rewrite takes it off.
+    surface = UpdateSurface(client, channel=message.channel, thread_ts=message.root_ts, clear_buttons=True)
     if not entry.started:
         for shown in entry.messages:
             with contextlib.suppress(SurfaceError):

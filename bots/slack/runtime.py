@@ -17,12 +17,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bots.front_door import ApiCallRecorder, DoorServices
+from bots.slack.actions import register_actions
 from bots.slack.budgets import SlackBudgets
 from bots.slack.handlers import SlackContext, register
 from bots.slack.intake import Rejected, bolt_request, is_signed
 from bots.slack.reactions import AckReactions
 from bots.slack.recovery import recover
 from bots.slack.settings import SlackSettings
+from bots.slack.welcome import register_welcome
 from core.errors import StartupError
 from core.journal import JournalEntry
 from core.settings import SettingsError
@@ -113,6 +115,8 @@ class SlackBot:
             raise_error_for_unhandled_request=True,
         )
         register(self.app, context)
+        register_actions(self.app, context)
+        register_welcome(self.app, context)
         self._socket: Any = None
         self.identity: dict[str, Any] = {}
 

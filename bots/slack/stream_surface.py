@@ -12,9 +12,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.api import BudgetFor, SlackApi
+from bots.slack.blocks import Block, ControlBlocks
 from bots.slack.errors import NETWORK_ERRORS, describe, error_code, status_code, surface_error
-from bots.slack.update_surface import THINKING, UPDATE_LIMITS, UpdateSurface, frame
+from bots.slack.update_surface import NO_CONTROLS, THINKING, UPDATE_LIMITS, UpdateSurface
 from bots.slack.uploads import FileUploader
+from core.controls.model import Controls
 from core.files.model import ProducedFile
 from core.render.surface import (
     SurfaceLimits,
@@ -79,6 +81,7 @@ class _Stream:
     ts: str
     shown: str
     live: bool = True
+    has_blocks: bool = False  # stopped or rewritten with control blocks: later rewrites use blocks too
 
 
 class NativeStreamSurface:
@@ -113,6 +116,7 @@ class NativeStreamSurface:
         self._streams: dict[str, _Stream] = {}
         self._started = False
         self._status_text: str | None = None
+        self._blocks = ControlBlocks()
         # The chat.startStream error that made this answer fall back (the workspace lacks streaming).
         self.native_failed: str | None = None
 
@@ -135,10 +139,10 @@ class NativeStreamSurface:
 
     # ---- MessageSurface ---------------------------------------------------------------------------
 
-    async def send(self, markdown: str, *, final: bool) -> str:
+    async def send(self, markdown: str, *, final: bool, controls: Controls | None = None) -> str:
         self._slack.urgent = final
         if self._update is not None:
-            return await self._send_update(markdown, final=final)
+            return await self._send_update(markdown, final=final, controls=controls)
         if len(markdown) > MAX_CALL_CHARS:
             raise SurfaceTooLong(f"{len(markdown)} characters")
         try:
@@ -155,25 +159,27 @@ class NativeStreamSurface:
         except SlackApiError as exc:
             code = error_code(exc)
             if code in NO_STREAMING or status_code(exc) == 404:
-                return await self._fall_back(code or f"HTTP {status_code(exc)}", markdown, final=final)
+                return await self._fall_back(
+                    code or f"HTTP {status_code(exc)}", markdown, final=final, controls=controls
+                )
             raise surface_error(exc) from exc
         except NETWORK_ERRORS as exc:
             raise surface_error(exc) from exc
         self._started = True
         stream = self._streams[str(response["ts"])] = _Stream(ts=str(response["ts"]), shown=markdown)
         if final:
-            await self._stop_quietly(stream)
+            await self._stop_quietly(stream, self._closing_blocks(controls))
         return stream.ts
 
-    async def edit(self, handle: str, markdown: str, *, final: bool) -> str:
+    async def edit(self, handle: str, markdown: str, *, final: bool, controls: Controls | None = None) -> str:
         self._slack.urgent = final
         stream = self._streams.get(handle)
         if stream is None:
             if self._update is None:
                 raise SurfaceMessageGone(f"unknown message {handle}")
-            return await self._edit_update(handle, markdown, final=final)
+            return await self._edit_update(handle, markdown, final=final, controls=controls)
         try:
-            await self._edit_stream(stream, markdown, final=final)
+            await self._edit_stream(stream, markdown, final=final, controls=controls or NO_CONTROLS)
         except SlackApiError as exc:
             error = surface_error(exc)
             if isinstance(error, SurfaceMessageGone):
@@ -222,20 +228,26 @@ class NativeStreamSurface:
 
     # ---- streams ----------------------------------------------------------------------------------
 
-    async def _edit_stream(self, stream: _Stream, markdown: str, *, final: bool) -> None:
+    def _closing_blocks(self, controls: Controls | None) -> list[Block]:
+        """What chat.stopStream puts under a finished stream: feedback and suggestions (never Stop)."""
+        if not controls:
+            return []
+        return self._blocks(Controls(feedback=controls.feedback, suggestions=controls.suggestions))
+
+    async def _edit_stream(self, stream: _Stream, markdown: str, *, final: bool, controls: Controls) -> None:
         if stream.live:
             delta = _stream_delta(stream.shown, markdown)
             if delta is None:
                 # The answer was replaced (or cut differently): a stream cannot take text back.
                 await self._stop_for_update(stream)
-                await self._rewrite(stream, markdown)
+                await self._rewrite(stream, markdown, controls)
                 return
             if not final:
                 # Trailing whitespace waits for the text after it: appended text can't be taken back, and
                 # the final frame is stripped.
                 delta = delta.rstrip()
             try:
-                await self._append(stream, delta, final=final)
+                await self._append(stream, delta, final=final, blocks=self._closing_blocks(controls) if final else [])
                 return
             except SlackApiError as exc:
                 if error_code(exc) != NOT_STREAMING:
@@ -243,9 +255,9 @@ class NativeStreamSurface:
                 # Slack closed the stream (about 5 minutes after it started): rewrite it from now on.
                 log.info("stream %s in %s was closed by Slack; continuing with chat.update", stream.ts, self.channel)
                 stream.live = False
-        await self._rewrite(stream, markdown)
+        await self._rewrite(stream, markdown, controls)
 
-    async def _append(self, stream: _Stream, delta: str, *, final: bool) -> None:
+    async def _append(self, stream: _Stream, delta: str, *, final: bool, blocks: list[Block]) -> None:
         """Append `delta` (in calls of at most MAX_CALL_CHARS); a final frame ends with chat.stopStream."""
         while len(delta) > MAX_CALL_CHARS or (delta and not final):
             piece = delta[:MAX_CALL_CHARS]
@@ -258,41 +270,57 @@ class NativeStreamSurface:
         if final:
             await self._slack.call(
                 "chat.stopStream",
-                self._slack.client.chat_stopStream(channel=self.channel, ts=stream.ts, markdown_text=delta or None),
+                self._slack.client.chat_stopStream(
+                    channel=self.channel, ts=stream.ts, markdown_text=delta or None, blocks=blocks or None
+                ),
             )
             stream.shown += delta
             stream.live = False
+            stream.has_blocks = stream.has_blocks or bool(blocks)
 
-    async def _rewrite(self, stream: _Stream, markdown: str) -> None:
+    async def _rewrite(self, stream: _Stream, markdown: str, controls: Controls = NO_CONTROLS) -> None:
         # A streamed message carries no cursor (its limits say so): a rewrite shows the text as it is.
         try:
-            await self._slack.update(stream.ts, frame(markdown, True))
+            await self._update_message(stream, markdown, controls)
         except SlackApiError as exc:
             if error_code(exc) != STREAM_CONFLICT:
                 raise
             await self._stop_for_update(stream, force=True)
-            await self._slack.update(stream.ts, frame(markdown, True))
+            await self._update_message(stream, markdown, controls)
         stream.shown = markdown
 
-    async def _stop_for_update(self, stream: _Stream, *, force: bool = False) -> None:
-        """End a live stream so that chat.update may rewrite the message."""
+    async def _update_message(self, stream: _Stream, markdown: str, controls: Controls) -> None:
+        """chat.update of an ended stream; once it carries blocks (feedback), with blocks (Stop works here)."""
+        blocks = self._blocks(controls)
+        if blocks or stream.has_blocks:
+            await self._slack.update_blocks(stream.ts, markdown, blocks)
+            stream.has_blocks = True
+        else:
+            await self._slack.update(stream.ts, markdown)
+
+    async def _stop_for_update(
+        self, stream: _Stream, *, force: bool = False, blocks: list[Block] | None = None
+    ) -> None:
+        """End a live stream so that chat.update may rewrite the message (`blocks` go under it)."""
         if not stream.live and not force:
             return
         try:
             await self._slack.call(
-                "chat.stopStream", self._slack.client.chat_stopStream(channel=self.channel, ts=stream.ts)
+                "chat.stopStream",
+                self._slack.client.chat_stopStream(channel=self.channel, ts=stream.ts, blocks=blocks or None),
             )
+            stream.has_blocks = stream.has_blocks or bool(blocks)
         except SlackApiError as exc:
             if error_code(exc) != NOT_STREAMING:
                 raise
         stream.live = False
 
-    async def _stop_quietly(self, stream: _Stream) -> None:
+    async def _stop_quietly(self, stream: _Stream, blocks: list[Block] | None = None) -> None:
         """Finish a stream whose text is complete. The message already shows everything, so failures
         are retried briefly and then left to Slack, which closes streams on its own."""
         for attempt in range(STOP_ATTEMPTS):
             try:
-                await self._stop_for_update(stream)
+                await self._stop_for_update(stream, blocks=blocks or [])
                 return
             except SlackApiError as exc:
                 error = surface_error(exc)
@@ -309,7 +337,7 @@ class NativeStreamSurface:
 
     # ---- fallback ---------------------------------------------------------------------------------
 
-    async def _fall_back(self, code: str, markdown: str, *, final: bool) -> str:
+    async def _fall_back(self, code: str, markdown: str, *, final: bool, controls: Controls | None) -> str:
         self.native_failed = code
         if self._fallback is None:
             raise SurfaceTransient(f"native streaming unavailable: {code}")
@@ -317,20 +345,20 @@ class NativeStreamSurface:
         update = self._fallback()
         update.count_calls_in(self.calls)  # one counter for the whole answer
         self._update = update
-        return await self._send_update(markdown, final=final)
+        return await self._send_update(markdown, final=final, controls=controls)
 
     def _fits_update(self, markdown: str) -> None:
         if len(markdown) > UPDATE_LIMITS.max_length:
             raise SurfaceTooLong(f"{len(markdown)} characters after falling back to chat.update")
 
-    async def _send_update(self, markdown: str, *, final: bool) -> str:
+    async def _send_update(self, markdown: str, *, final: bool, controls: Controls | None) -> str:
         assert self._update is not None
         self._fits_update(markdown)
-        ts = await self._update.send(markdown, final=final)
+        ts = await self._update.send(markdown, final=final, controls=controls)
         self._started = True
         return ts
 
-    async def _edit_update(self, handle: str, markdown: str, *, final: bool) -> str:
+    async def _edit_update(self, handle: str, markdown: str, *, final: bool, controls: Controls | None) -> str:
         assert self._update is not None
         self._fits_update(markdown)
-        return await self._update.edit(handle, markdown, final=final)
+        return await self._update.edit(handle, markdown, final=final, controls=controls)

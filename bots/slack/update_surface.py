@@ -9,8 +9,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.api import BudgetFor, SlackApi
+from bots.slack.blocks import ControlBlocks
 from bots.slack.errors import NETWORK_ERRORS, error_code, surface_error
 from bots.slack.uploads import FileUploader
+from core.controls.model import Controls
 from core.files.model import ProducedFile
 from core.render.surface import SurfaceLimits
 
@@ -21,6 +23,7 @@ __all__ = ["CURSOR", "THINKING", "UPDATE_LIMITS", "UpdateSurface", "frame"]
 UPDATE_LIMITS = SurfaceLimits(max_length=3900, cursor_length=2, placeholder=True)
 CURSOR = " ▌"
 THINKING = "is thinking…"
+NO_CONTROLS = Controls()
 
 
 def frame(markdown: str, final: bool) -> str:
@@ -34,13 +37,23 @@ class UpdateSurface:
     limits = UPDATE_LIMITS
 
     def __init__(
-        self, client: AsyncWebClient, *, channel: str, thread_ts: str, budget: BudgetFor | None = None
+        self,
+        client: AsyncWebClient,
+        *,
+        channel: str,
+        thread_ts: str,
+        budget: BudgetFor | None = None,
+        clear_buttons: bool = False,
     ) -> None:
+        """`clear_buttons`: every edit goes out as blocks, taking off buttons another process put there."""
         self._slack = SlackApi(client, channel=channel, thread_ts=thread_ts, budget=budget)
         self._uploads = FileUploader(self._slack)
         self.channel = channel
         self.thread_ts = thread_ts
         self._posted = False
+        self._blocks = ControlBlocks()
+        self._has_blocks: set[str] = set()  # messages posted or rewritten with blocks
+        self._clear_buttons = clear_buttons
 
     @property
     def calls(self) -> Counter[str]:
@@ -55,19 +68,30 @@ class UpdateSurface:
     def measure(self, markdown: str) -> int:
         return len(markdown)
 
-    async def send(self, markdown: str, *, final: bool) -> str:
+    async def send(self, markdown: str, *, final: bool, controls: Controls | None = None) -> str:
         self._slack.urgent = final
+        buttons = self._blocks(controls or NO_CONTROLS)
         try:
-            ts = await self._slack.post(frame(markdown, final))
+            if buttons:
+                ts = await self._slack.post_blocks(frame(markdown, final), buttons)
+                self._has_blocks.add(ts)
+            else:
+                ts = await self._slack.post(frame(markdown, final))
         except (SlackApiError, *NETWORK_ERRORS) as exc:
             raise surface_error(exc) from exc
         self._posted = True
         return ts
 
-    async def edit(self, handle: str, markdown: str, *, final: bool) -> str:
+    async def edit(self, handle: str, markdown: str, *, final: bool, controls: Controls | None = None) -> str:
         self._slack.urgent = final
+        buttons = self._blocks(controls or NO_CONTROLS)
         try:
-            await self._slack.update(handle, frame(markdown, final))
+            if buttons or self._clear_buttons or handle in self._has_blocks:
+                # A message that carried buttons keeps using blocks: an empty list takes the buttons off.
+                await self._slack.update_blocks(handle, frame(markdown, final), buttons)
+                self._has_blocks.add(handle)
+            else:
+                await self._slack.update(handle, frame(markdown, final))
         except (SlackApiError, *NETWORK_ERRORS) as exc:
             raise surface_error(exc) from exc
         return handle

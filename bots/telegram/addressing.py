@@ -35,8 +35,12 @@ def chat_key(message: Message, *, bot_id: int) -> ChatKey:
     chat = message.chat
     if chat.type in GROUP_TYPES:
         return group_key(chat.id, bot_id=bot_id, topic=topic_of(message))
-    user_id = message.from_user.id if message.from_user else chat.id
-    return ChatKey(platform="telegram", scope=f"tg:{bot_id}:{chat.id}", user=f"tg-{user_id}")
+    return private_key(chat.id, bot_id=bot_id, user_id=message.from_user.id if message.from_user else chat.id)
+
+
+def private_key(chat_id: int, *, bot_id: int, user_id: int) -> ChatKey:
+    """A private chat's conversation; the person is the Dify user."""
+    return ChatKey(platform="telegram", scope=f"tg:{bot_id}:{chat_id}", user=f"tg-{user_id}")
 
 
 def addressed_query(message: Message, *, me: User) -> Addressed | None:

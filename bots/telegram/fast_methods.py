@@ -2,8 +2,9 @@
 
 aiogram's own method objects validate every entity as a pydantic model, serialise them field by field and
 parse the whole `Message` Telegram answers with; an answer edits its message every second, so those costs
-add up. These methods take the entities already as JSON and read back only the message id. They still go
-through `bot(method)`, so every request middleware (metrics, shared budgets) sees them as usual."""
+add up. These methods take the entities (and any inline keyboard) already as JSON and read back only the
+message id. They still go through `bot(method)`, so every request middleware (metrics, shared budgets) sees
+them as usual."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class SendText(TelegramMethod[SentMessage]):
     message_thread_id: int | None = None
     reply_parameters: str | None = None
     link_preview_options: str | None = None
+    reply_markup: str | None = None  # an inline keyboard as JSON
 
 
 class EditText(TelegramMethod[SentMessage | bool]):
@@ -51,3 +53,4 @@ class EditText(TelegramMethod[SentMessage | bool]):
     text: str
     entities: str | None = None
     link_preview_options: str | None = None
+    reply_markup: str | None = None  # an inline keyboard as JSON; none removes the message's keyboard

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,11 +14,14 @@ from aiogram.filters import Command
 from aiogram.types import Message, User
 
 from bots.telegram.addressing import GROUP_TYPES, Addressed, addressed_query, chat_key, group_key, topic_of
+from bots.telegram.admins import admin_check
 from bots.telegram.albums import AlbumCollector
 from bots.telegram.files import has_files, incoming_files
 from bots.telegram.reactions import AckReactions
 from bots.telegram.surface import TelegramSurface
 from core.answering import AnswerPipeline
+from core.controls.model import Controls
+from core.controls.suggestions import openers
 from core.conversations import on_queued
 from core.errors import BotError
 from core.files.model import IncomingFile
@@ -34,6 +38,7 @@ COMMANDS = {
     "start": "Start talking to the assistant",
     "help": "How to use this bot",
     "reset": "Start a new conversation",
+    "stop": "Stop the answer being written",
 }
 
 
@@ -54,6 +59,7 @@ class TelegramContext:
     sleep: Sleep | None = None
     opening_statement: str | None = None
     album_quiet: float = 0.5  # seconds without a new part before an album is answered
+    callback_wait: float = 1.0  # seconds a button press waits for its notice before the press is answered
     reactions: AckReactions = field(default_factory=AckReactions)
     _albums: AlbumCollector | None = field(default=None, repr=False)
 
@@ -70,24 +76,30 @@ class TelegramContext:
 
     def allowed(self, message: Message) -> bool:
         """Answered when the chat or the sender is allowed; with both lists empty, everyone is."""
+        return self.allows(chat_id=message.chat.id, user_id=message.from_user.id if message.from_user else None)
+
+    def allows(self, *, chat_id: int, user_id: int | None) -> bool:
         if not self.allowed_users and not self.allowed_chats:
             return True
-        user_id = message.from_user.id if message.from_user else None
-        return message.chat.id in self.allowed_chats or user_id in self.allowed_users
+        return chat_id in self.allowed_chats or user_id in self.allowed_users
 
 
 def _lang(message: Message) -> Lang:
     return language_for(message.from_user.language_code if message.from_user else None)
 
 
-async def _say(ctx: TelegramContext, bot: Bot, message: Message, body: str) -> None:
+async def _say(
+    ctx: TelegramContext, bot: Bot, message: Message, body: str, *, controls: Controls | None = None
+) -> None:
     """A short one-off reply (commands, refusals), sharing the chat's send budget."""
     throttle = ctx.throttles.get(message.chat.id, ctx.interval(message.chat.type))
-    surface = TelegramSurface(bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id)
+    surface = TelegramSurface(
+        bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id, lang=_lang(message)
+    )
     for _ in range(3):
         await throttle.take(ctx.sleep or asyncio.sleep)
         try:
-            await surface.send(body, final=True)
+            await surface.send(body, final=True, controls=controls)
             return
         except SurfaceRateLimited as exc:
             throttle.pause(exc.retry_after)
@@ -106,8 +118,14 @@ def build_router(ctx: TelegramContext) -> Router:
         if not ctx.allowed(message):
             await _say(ctx, bot, message, text("not_allowed", _lang(message)))
             return
-        greeting = ctx.opening_statement or text("greeting", _lang(message))
-        await _say(ctx, bot, message, greeting)
+        lang = _lang(message)
+        greeting = ctx.opening_statement or text("greeting", lang)
+        questions = await openers(ctx.pipeline.service.parameters)
+        if not questions:
+            await _say(ctx, bot, message, greeting)
+            return
+        body = f"{greeting}\n\n{text('suggestions_intro', lang)}"
+        await _say(ctx, bot, message, body, controls=Controls(suggestions=questions))
 
     @router.message(Command("help", ignore_case=True))
     async def help_command(message: Message, bot: Bot) -> None:
@@ -124,6 +142,19 @@ def build_router(ctx: TelegramContext) -> Router:
             await _say(ctx, bot, message, friendly_error(exc, _lang(message)))
             return
         await _say(ctx, bot, message, text("reset_done" if existed else "reset_empty", _lang(message)))
+
+    @router.message(Command("stop", ignore_case=True))
+    async def stop(message: Message, bot: Bot) -> None:
+        if not ctx.allowed(message):
+            await _say(ctx, bot, message, text("not_allowed", _lang(message)))
+            return
+        user_id = message.from_user.id if message.from_user else message.chat.id
+        is_admin = admin_check(bot, chat_id=message.chat.id, chat_type=message.chat.type, user_id=user_id)
+        outcome, notice = await ctx.pipeline.controls.stop(
+            by=str(user_id), lang=_lang(message), chat=chat_key(message, bot_id=bot.id), is_admin=is_admin
+        )
+        if outcome != "stopped":  # a stopped answer says so itself
+            await _say(ctx, bot, message, notice)
 
     @router.message(F.text.startswith("/"))
     async def unknown_command(message: Message, bot: Bot) -> None:
@@ -238,10 +269,20 @@ def origin_of(message: Message, query: str, *, files: int = 0) -> dict[str, Any]
 
 
 async def answer(
-    ctx: TelegramContext, bot: Bot, message: Message, query: str, *, attachments: Sequence[IncomingFile] = ()
+    ctx: TelegramContext,
+    bot: Bot,
+    message: Message,
+    query: str,
+    *,
+    attachments: Sequence[IncomingFile] = (),
+    quote: str = "",
+    react: bool = True,
 ) -> RenderStats:
-    """Stream Dify's answer to `query` (and `attachments`) into the chat as a reply to `message`."""
-    surface = TelegramSurface(bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id)
+    """Stream Dify's answer to `query` (and `attachments`) into the chat as a reply to `message`, with
+    controls for its sender; `quote` shows the question above the answer (a pressed suggestion)."""
+    surface = TelegramSurface(
+        bot, chat_id=message.chat.id, thread_id=topic_of(message), reply_to=message.message_id, lang=_lang(message)
+    )
     throttle = ctx.throttles.get(message.chat.id, ctx.interval(message.chat.type))
     timing: dict[str, Any] = {}
     if ctx.clock is not None:
@@ -261,7 +302,9 @@ async def answer(
             **timing,
         )
 
-    async with ctx.reactions.around(bot, message):
+    asker = str(message.from_user.id) if message.from_user else None
+    reactions = ctx.reactions.around(bot, message) if react else contextlib.nullcontext()
+    async with reactions:
         return await ctx.pipeline.answer(
             chat=chat_key(message, bot_id=bot.id),
             text=query,
@@ -270,4 +313,6 @@ async def answer(
             origin=origin_of(message, query, files=len(attachments)),
             order=message.message_id,  # rises with every message of a chat: answered in the order sent
             attachments=attachments,
+            asker=asker,
+            quote=quote,
         )

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from bots.front_door import DoorServices
 from bots.ordering import ChatGate
+from bots.telegram.callbacks import build_callback_router
 from bots.telegram.errors import handle_errors
 from bots.telegram.handlers import COMMANDS, TelegramContext, build_router
 from bots.telegram.poller import LeaseTiming, PollerElection, PollerLease
@@ -139,6 +140,7 @@ class TelegramBot:
         self.webhook_secret = webhook_secret
         self.dispatcher = Dispatcher()
         self.dispatcher.include_router(build_router(context))
+        self.dispatcher.include_router(build_callback_router(context))
         handle_errors(self.dispatcher)
         self.dispatcher.update.outer_middleware(self._in_order_once)
         self._gate = ChatGate()

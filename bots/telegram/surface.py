@@ -29,7 +29,9 @@ from aiogram.types import (
 )
 
 from bots.telegram.fast_methods import NO_PREVIEW_JSON, EditText, SendText, SentMessage
+from bots.telegram.keyboards import KeyboardCache
 from bots.telegram.markdown import TelegramText, measure_interim, plain, render_interim, render_markdown
+from core.controls.model import Controls
 from core.files.model import ProducedFile
 from core.render.surface import (
     SurfaceBlocked,
@@ -39,6 +41,7 @@ from core.render.surface import (
     SurfaceTooLong,
     SurfaceTransient,
 )
+from core.texts import Lang
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +61,22 @@ UNREACHABLE = (ClientDecodeError, TelegramNetworkError, TelegramServerError, aio
 
 
 class TelegramSurface:
-    """One answer in one chat (and topic). The first message replies to the user's message."""
+    """One answer in one chat (and topic). The first message replies to the user's message; `controls`
+    show as an inline keyboard (in `lang`), and a message sent or edited without any shows none."""
 
     limits = TELEGRAM_LIMITS
 
-    def __init__(self, bot: Bot, *, chat_id: int, thread_id: int | None = None, reply_to: int | None = None) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        *,
+        chat_id: int,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+        lang: Lang = "en",
+    ) -> None:
         self._bot = bot
+        self._keyboards = KeyboardCache(lang)
         self.chat_id = chat_id
         # Telegram rejects message_thread_id=1 (the General topic) on sends.
         self._thread_id = thread_id if thread_id != GENERAL_TOPIC else None
@@ -89,7 +102,9 @@ class TelegramSurface:
         # The cursor goes after the rendered text, outside any entity (and any open code block).
         return content.with_suffix(CURSOR)
 
-    async def send(self, markdown: str, *, final: bool) -> int:
+    async def send(self, markdown: str, *, final: bool, controls: Controls | None = None) -> int:
+        keyboard = self._keyboards.get(controls)
+
         async def call(content: TelegramText) -> SentMessage:
             reply = (
                 json.dumps({"message_id": self._reply_to, "allow_sending_without_reply": True})
@@ -103,6 +118,7 @@ class TelegramSurface:
                 message_thread_id=self._thread_id,
                 reply_parameters=reply,
                 link_preview_options=NO_PREVIEW_JSON,
+                reply_markup=keyboard,
             )
             return await self._bot(method)
 
@@ -111,7 +127,9 @@ class TelegramSurface:
             raise SurfaceTransient("telegram returned no message")
         return message.message_id
 
-    async def edit(self, handle: int, markdown: str, *, final: bool) -> int:
+    async def edit(self, handle: int, markdown: str, *, final: bool, controls: Controls | None = None) -> int:
+        keyboard = self._keyboards.get(controls)
+
         async def call(content: TelegramText) -> SentMessage | bool:
             method = EditText(
                 chat_id=self.chat_id,
@@ -119,6 +137,7 @@ class TelegramSurface:
                 text=content.text,
                 entities=content.entities_json(),
                 link_preview_options=NO_PREVIEW_JSON,
+                reply_markup=keyboard,
             )
             return await self._bot(method)
 

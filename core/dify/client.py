@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
@@ -170,6 +171,18 @@ class DifyClient:
 
     async def delete_conversation(self, *, conversation_id: str, user: str) -> None:
         await self._request_json("DELETE", f"/conversations/{conversation_id}", body={"user": user})
+
+    async def feedback(self, *, message_id: str, rating: str | None, user: str) -> None:
+        """Rate an answer `like` or `dislike`, or clear its rating with None (only when it has one)."""
+        await self._request_json(
+            "POST", f"/messages/{message_id}/feedbacks", body={"rating": rating, "user": user, "content": ""}
+        )
+
+    async def suggested(self, *, message_id: str, user: str) -> list[str]:
+        """The follow-up questions Dify suggests after an answer."""
+        data = await self._request_json("GET", f"/messages/{message_id}/suggested?user={quote(user)}")
+        found = data.get("data") if isinstance(data, Mapping) else None
+        return [item for item in found if isinstance(item, str) and item.strip()] if isinstance(found, list) else []
 
     # ---- files ----------------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.controls.model import Controls
 from core.render.surface import Handle
 
 __all__ = ["SentMessage", "SentMessages"]
@@ -13,6 +15,7 @@ __all__ = ["SentMessage", "SentMessages"]
 class SentMessage:
     handle: Handle
     shown: tuple[str, bool]  # the markdown the platform last accepted for it, and whether it was final
+    controls: Controls | None = None  # the buttons it carries (None: the answer offers none)
 
 
 class SentMessages:
@@ -30,21 +33,30 @@ class SentMessages:
     def handles_from(self, index: int) -> list[Handle]:
         return [message.handle for message in self._items[index:]]
 
-    def first_difference(self, parts: list[str], *, final: bool) -> int | None:
-        """The first message that does not show what it should (parts before the last are final)."""
+    def shown(self, index: int) -> tuple[str, bool]:
+        return self._items[index].shown
+
+    def first_difference(
+        self, parts: list[str], *, final: bool, controls: Sequence[Controls] | None = None
+    ) -> int | None:
+        """The first message that does not show what it should (parts before the last are final), buttons
+        included when `controls` lists each message's."""
         last = len(parts) - 1
         for index, part in enumerate(parts):
             wanted = (part, final or index < last)
-            if index >= len(self._items) or self._items[index].shown != wanted:
+            if index >= len(self._items):
+                return index
+            item = self._items[index]
+            if item.shown != wanted or (controls is not None and item.controls != controls[index]):
                 return index
         return None
 
-    def replace(self, index: int, handle: Handle, part: str, *, final: bool) -> None:
+    def replace(self, index: int, handle: Handle, part: str, *, final: bool, controls: Controls | None = None) -> None:
         """Message `index` now shows `part` (an edit may hand back a new handle)."""
-        self._items[index] = SentMessage(handle=handle, shown=(part, final))
+        self._items[index] = SentMessage(handle=handle, shown=(part, final), controls=controls)
 
-    def append(self, handle: Handle, part: str, *, final: bool) -> None:
-        self._items.append(SentMessage(handle=handle, shown=(part, final)))
+    def append(self, handle: Handle, part: str, *, final: bool, controls: Controls | None = None) -> None:
+        self._items.append(SentMessage(handle=handle, shown=(part, final), controls=controls))
 
     def drop_from(self, index: int) -> None:
         """Forget message `index` and every later one."""

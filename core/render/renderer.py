@@ -7,29 +7,26 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from core.answer import (
-    ContextReset,
-    Done,
-    Failed,
-    Files,
     FilesReady,
-    Heard,
-    Progress,
     ReplyEvent,
-    TextDelta,
-    TextReplace,
+    TaskStarted,
 )
-from core.errors import BotError
+from core.controls.model import Controls
+from core.errors import BotError, Stopped
 from core.files.model import ProducedFile
 from core.render.activity import keep_typing, wait_either
+from core.render.controls import NONE, ControlPlan, add_follow_ups
 from core.render.deliver import BACKOFF_CAP, BACKOFF_FIRST, FINAL_DEADLINE, RETRY_MARGIN, deliver_files
-from core.render.footers import UsageMode, sources_line, usage_line
+from core.render.events import EventApplier
+from core.render.footers import UsageMode
 from core.render.layout import FrameLayout
 from core.render.messages import SentMessages
 from core.render.stats import RenderStats
 from core.render.surface import (
+    ControlledSurface,
     MessageSurface,
     SurfaceBlocked,
     SurfaceBusy,
@@ -39,7 +36,7 @@ from core.render.surface import (
     SurfaceTransient,
 )
 from core.render.throttle import Budget, Clock, Sleep
-from core.texts import Lang, friendly_error, progress_line, text
+from core.texts import Lang
 
 __all__ = [
     "BACKOFF_CAP",
@@ -73,6 +70,11 @@ class StreamRenderer:
     """Renders one answer onto one surface. Call `render(events)` once."""
 
     _frame_hook: FrameHook | None = None
+    _plan: ControlPlan | None = None
+
+    def use_controls(self, plan: ControlPlan) -> None:
+        """Put buttons on the answer: Stop while it streams, then feedback and follow-up questions."""
+        self._plan = plan
 
     @property
     def fetches_files(self) -> bool:
@@ -106,13 +108,14 @@ class StreamRenderer:
         self._lang = lang
         self._status_delay = status_delay
         self._typing_interval = typing_interval
-        self._show_sources = show_sources
-        self._show_usage: UsageMode = show_usage
         self._stop_source = stop_source  # cancels the Dify task when the answer can't or mustn't go on
         self._clock = clock
         self._sleep = sleep
         self.stats = RenderStats()
         self._frames = FrameLayout(surface, lang=lang)
+        self._events = EventApplier(
+            self._frames, self.stats, lang=lang, show_sources=show_sources, show_usage=show_usage
+        )
         self._sent = SentMessages()
         self._changed = asyncio.Event()
         self._has_text = asyncio.Event()
@@ -129,6 +132,8 @@ class StreamRenderer:
         self._hold = interim_hold
         self._text_at = float("-inf")
         self._text_arrived = asyncio.Event()
+        self._closing = False  # the final frame is being written
+        self._task_started = False
 
     # ---- public ---------------------------------------------------------------------------------
 
@@ -178,11 +183,14 @@ class StreamRenderer:
         return self.stats
 
     def interrupt(self, error: BotError) -> None:
-        """Stop reading and finish with the partial text plus a line saying why (e.g. shutdown)."""
+        """Stop reading and finish with the partial text plus a line saying why (shutdown, Stop pressed)."""
         if self._finished.is_set():
             return
         self._interrupting = True
-        self._fail(error, outcome="interrupted")
+        if isinstance(error, Stopped):
+            self._events.stopped()
+        else:
+            self._fail(error, outcome="interrupted")
         self._finished.set()
         self._changed.set()
         if self._reader is not None:
@@ -208,47 +216,21 @@ class StreamRenderer:
         self._changed.set()
 
     def _apply(self, event: ReplyEvent) -> None:
-        frames = self._frames
-        if isinstance(event, TextDelta):
-            frames.text += event.text
-            self._text_came()
-        elif isinstance(event, TextReplace):
-            frames.text = event.text
-            self._text_came()
-        elif isinstance(event, Progress):
-            frames.status = progress_line(event.kind, event.label, self._lang)
-            if not self._placeholder and not frames.has_text:
-                self._status_changed.set()
-        elif isinstance(event, Files):
-            for file in event.files:
-                frames.notes.append(f"[{file.type}]({file.url})")
-        elif isinstance(event, Heard):
-            frames.heading = text("heard", self._lang, text=event.text)
-        elif isinstance(event, FilesReady):
+        if isinstance(event, FilesReady):
             self._files = event.files
-            for name in event.missing:
-                frames.notes.append(text("file_missing", self._lang, name=name))
-        elif isinstance(event, ContextReset):
-            frames.notes.append("_" + text("context_reset", self._lang) + "_")
-        elif isinstance(event, Done):
-            if event.stopped:
-                frames.notes.append(text("stopped", self._lang))
-            if event.paused:
-                frames.notes.append(text("paused", self._lang))
-            footers = (
-                sources_line(event.citations, self._lang) if self._show_sources else "",
-                usage_line(event.usage, self._show_usage, self._lang),
-            )
-            if frames.has_text or frames.notes:  # an empty answer still says so rather than show footers alone
-                frames.notes.extend(line for line in footers if line)
-            self.stats.outcome = "done"
-            self._finished.set()
-        elif isinstance(event, Failed):
-            self._fail(event.error, outcome="failed")
-            self._finished.set()
-        else:
+        elif isinstance(event, TaskStarted):
+            self._task_started = True  # from now on Stop can reach Dify's task
+        effect = self._events.apply(event)
+        if effect == "none":
             return
-        if frames.has_text:
+        if effect == "text":
+            self._text_came()
+        elif effect == "status":
+            if not self._placeholder and not self._frames.has_text:
+                self._status_changed.set()
+        elif effect == "end":
+            self._finished.set()
+        if self._frames.has_text:
             self._has_text.set()
         self._changed.set()
 
@@ -257,9 +239,7 @@ class StreamRenderer:
         self._text_arrived.set()
 
     def _fail(self, error: BotError, *, outcome: str) -> None:
-        self.stats.outcome = outcome
-        self.stats.error = error
-        self._frames.notes.append("⚠️ " + friendly_error(error, self._lang))
+        self._events.fail(error, outcome=outcome)
 
     # ---- writing --------------------------------------------------------------------------------
 
@@ -309,7 +289,7 @@ class StreamRenderer:
             if parts is None:
                 continue
             status_only = not frames.has_text  # a status line is shown as is, without a cursor
-            index = self._sent.first_difference(parts, final=status_only)
+            index = self._sent.first_difference(parts, final=status_only, controls=self._wanted(parts))
             if index is None:
                 continue
             if not self._throttle.try_take():
@@ -342,12 +322,13 @@ class StreamRenderer:
         await self._wait(self._finished, self._hold)
 
     async def _write_final(self) -> None:
+        self._closing = True
         deadline = self._clock() + FINAL_DEADLINE
         backoff = BACKOFF_FIRST
         parts: list[str] = []
         while not self._blocked:
             parts = self._frames.final_parts()
-            index = self._sent.first_difference(parts, final=True)
+            index = self._sent.first_difference(parts, final=True, controls=self._wanted(parts))
             if index is None:
                 break
             if self._clock() + self._throttle.delay() > deadline:
@@ -382,7 +363,7 @@ class StreamRenderer:
     async def _apply_part(self, index: int, parts: list[str], *, final: bool) -> Outcome:
         """Send or edit message `index` in the slot already taken, and say what to do next."""
         try:
-            await self._call_surface(index, parts[index], final=final)
+            await self._call_surface(index, parts, final=final)
         except SurfaceBusy as exc:
             self._throttle.pause(exc.retry_after)  # our own budget: wait, no strike
             return "again"
@@ -414,21 +395,47 @@ class StreamRenderer:
             self.stats.first_text_at = self._clock()
         return "ok"
 
-    async def _call_surface(self, index: int, part: str, *, final: bool) -> None:
+    def _wanted(self, parts: list[str]) -> list[Controls] | None:
+        """The buttons each message should carry now (None: this answer offers none)."""
+        plan = self._plan
+        if plan is None:
+            return None
+        if not self._closing:
+            return plan.wanted(len(parts), plan.streaming() if self._task_started else NONE)
+        done = self.stats.outcome == "done"
+        return plan.wanted(len(parts), plan.finished(self.stats.message_id) if done else NONE)
+
+    async def _call_surface(self, index: int, parts: list[str], *, final: bool) -> None:
+        part = parts[index]
+        wanted = self._wanted(parts)
+        controls = wanted[index] if wanted is not None else None
+        extra: dict[str, Any] = {} if controls is None else {"controls": controls}
         try:
             if index < len(self._sent):
-                handle = await self._surface.edit(self._sent.handle(index), part, final=final)
-                self._sent.replace(index, handle, part, final=final)
+                handle = await self._surface.edit(self._sent.handle(index), part, final=final, **extra)
+                self._sent.replace(index, handle, part, final=final, controls=controls)
                 self.stats.edits += 1
             else:
-                handle = await self._surface.send(part, final=final)
-                self._sent.append(handle, part, final=final)
+                handle = await self._surface.send(part, final=final, **extra)
+                self._sent.append(handle, part, final=final, controls=controls)
                 self.stats.sends += 1
                 self.stats.messages = len(self._sent)
             if self._frame_hook is not None:
                 self._frame_hook(index, handle, part, final)
         finally:
             self._throttle.release()
+
+    async def show_follow_ups(self) -> None:
+        """After a completed answer, add the app's suggested follow-up questions to its last message."""
+        if self._plan is not None and self.stats.outcome == "done":
+            await add_follow_ups(
+                self._plan,
+                cast(ControlledSurface, self._surface),
+                self._sent,
+                throttle=self._throttle,
+                stats=self.stats,
+                sleep=self._sleep,
+            )
 
     async def _block(self) -> None:
         self._blocked = True

@@ -20,6 +20,7 @@ class RenderStats:
     messages: int = 0
     first_text_at: float | None = None
     final_at: float | None = None
-    outcome: str = "pending"  # done | failed | blocked | interrupted
+    outcome: str = "pending"  # done | failed | blocked | interrupted | stopped | undelivered
+    message_id: str | None = None  # Dify's id of a completed answer
     error: BotError | None = None
     errors: list[str] = field(default_factory=list)

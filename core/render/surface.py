@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from core.controls.model import Controls
+
 
 @dataclass(frozen=True, slots=True)
 class SurfaceLimits:
@@ -83,3 +85,12 @@ class MessageSurface(Protocol):
     async def status(self, text: str) -> None:
         """Show a progress line outside the answer (only called when `limits.placeholder` is False)."""
         ...
+
+
+class ControlledSurface(MessageSurface, Protocol):
+    """A surface that shows buttons under messages. The renderer passes `controls` only to answers given a
+    control plan; `Controls()` (empty) means the message shows none (a previous keyboard is removed)."""
+
+    async def send(self, markdown: str, *, final: bool, controls: Controls | None = None) -> Handle: ...
+
+    async def edit(self, handle: Handle, markdown: str, *, final: bool, controls: Controls | None = None) -> Handle: ...

@@ -233,7 +233,12 @@ async def test_chat_stream_happy_path_in_channel(fake: FakeSlack, client: AsyncW
     assert streamer.ts == started["ts"]
     await streamer.append(markdown_text=" More text.")  # appendStream
     await streamer.append(markdown_text=" tail")  # buffered
-    await streamer.stop(blocks=[{"type": "context_actions", "elements": []}])
+    feedback = {
+        "type": "feedback_buttons",
+        "positive_button": {"text": {"type": "plain_text", "text": "👍"}, "value": "good"},
+        "negative_button": {"text": {"type": "plain_text", "text": "👎"}, "value": "bad"},
+    }
+    await streamer.stop(blocks=[{"type": "context_actions", "elements": [feedback]}])
 
     assert [c.method for c in fake.calls] == ["chat.startStream", "chat.appendStream", "chat.stopStream"]
     start_args = fake.calls[0].args
@@ -250,7 +255,7 @@ async def test_chat_stream_happy_path_in_channel(fake: FakeSlack, client: AsyncW
     assert msg.stream_started_at == 1000.0
     assert msg.text == "Hello, world! More text. tail"
     assert msg.history == ["Hello, world!", "Hello, world! More text.", "Hello, world! More text. tail"]
-    assert msg.blocks == [{"type": "context_actions", "elements": []}]
+    assert msg.blocks == [{"type": "context_actions", "elements": [feedback]}]
     assert fake.thread("C1", ROOT_TS) == [msg]
     with pytest.raises(SlackRequestError):
         await streamer.append(markdown_text="late")

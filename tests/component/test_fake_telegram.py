@@ -446,6 +446,7 @@ async def test_simple_methods_return_true(fake: FakeTelegram, bot: Bot) -> None:
     assert await bot.set_my_commands(commands) is True
     assert fake.commands == [{"command": "new", "description": "Start a new conversation"}]
     assert await bot.send_chat_action(GROUP, "typing", message_thread_id=1) is True
+    fake.queries.press("1")  # a button was pressed: its query may be answered once
     assert await bot.answer_callback_query("1", text="Stopped") is True
     assert await bot.send_message_draft(PRIVATE, draft_id=5, text="thinking") is True
     assert await bot.delete_my_commands() is True

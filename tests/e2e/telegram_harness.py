@@ -22,6 +22,10 @@ from tests.fakes.telegram_files import FakeFile
 # Telegram's rules run on a clock 20x faster than real time, and the bot's intervals shrink to match:
 # 60 Telegram seconds of group traffic take 3 real seconds.
 SCALE = 20.0
+# Real seconds a button press may take to be answered: Telegram's observed window (a few seconds) rather
+# than its scaled equivalent, so a loaded test machine does not fail presses the bot answered promptly.
+CALLBACK_DEADLINE = 3.0
+CALLBACK_WAIT = 2.5  # real seconds the bot waits for a press's notice (under the deadline)
 TOKEN = "123456:TEST-TOKEN-abcdefghijklmnopqrstuvwxyz"
 SECRET = "webhook-secret_123"
 
@@ -167,30 +171,63 @@ async def telegram_bot(
 ) -> AsyncIterator[TelegramHarness]:
     async with (
         FakeDify(mode=dify_mode, **(dify_options or {})) as dify,
-        FakeTelegram(token=TOKEN, clock=scaled_clock, rate_limits=rate_limits, retry_after=retry_after) as telegram,
+        FakeTelegram(
+            token=TOKEN,
+            clock=scaled_clock,
+            rate_limits=rate_limits,
+            retry_after=retry_after,
+            callback_deadline=CALLBACK_DEADLINE * SCALE,
+        ) as telegram,
     ):
-        values: dict[str, Any] = {
-            "dify_api_key": dify.api_key,
-            "dify_base_url": dify.url,
-            "redis_url": redis_url,
-            "redis_prefix": key_prefix,
-            "telegram_bot_token": TOKEN,
-            "telegram_api_base": telegram.url,
-            "http_host": "127.0.0.1",
-            "http_port": 0,
-            "shutdown_grace": 2.0,
-        }
-        if webhook:
-            values.update(
-                telegram_webhook_url="https://bot.example.com/telegram/webhook",
-                telegram_webhook_secret=SECRET,
-            )
-        values.update(settings)
-        tuning = {
-            "private_interval": 1.0 / SCALE,
-            "group_interval": 3.0 / SCALE,
-            "status_delay": status_delay,
-            "album_quiet": album_quiet,
-        }
-        async with BotService(load(None, **values), tuning={"telegram": tuning}) as service:
-            yield TelegramHarness(dify=dify, telegram=telegram, service=service, webhook=webhook)
+        async with bot_on(
+            dify,
+            telegram,
+            redis_url=redis_url,
+            key_prefix=key_prefix,
+            webhook=webhook,
+            status_delay=status_delay,
+            album_quiet=album_quiet,
+            **settings,
+        ) as harness:
+            yield harness
+
+
+@asynccontextmanager
+async def bot_on(
+    dify: FakeDify,
+    telegram: FakeTelegram,
+    *,
+    redis_url: str,
+    key_prefix: str,
+    webhook: bool = False,
+    status_delay: float = 0.5,
+    album_quiet: float = 0.3,
+    **settings: Any,
+) -> AsyncIterator[TelegramHarness]:
+    """A dify-bots process on the given fakes (a restart is a second one on the same fakes and Redis)."""
+    values: dict[str, Any] = {
+        "dify_api_key": dify.api_key,
+        "dify_base_url": dify.url,
+        "redis_url": redis_url,
+        "redis_prefix": key_prefix,
+        "telegram_bot_token": TOKEN,
+        "telegram_api_base": telegram.url,
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "shutdown_grace": 2.0,
+    }
+    if webhook:
+        values.update(
+            telegram_webhook_url="https://bot.example.com/telegram/webhook",
+            telegram_webhook_secret=SECRET,
+        )
+    values.update(settings)
+    tuning = {
+        "private_interval": 1.0 / SCALE,
+        "group_interval": 3.0 / SCALE,
+        "status_delay": status_delay,
+        "album_quiet": album_quiet,
+        "callback_wait": CALLBACK_WAIT,
+    }
+    async with BotService(load(None, **values), tuning={"telegram": tuning}) as service:
+        yield TelegramHarness(dify=dify, telegram=telegram, service=service, webhook=webhook)

@@ -248,7 +248,7 @@ async def test_start_help_and_unknown_commands(polling_bot: TelegramHarness) -> 
     texts = await polling_bot.settled(count=3)
     assert texts == ["Hello! Ask me anything.", text("help"), text("unknown_command")]
     assert polling_bot.dify.chat_requests() == []
-    assert {c["command"] for c in polling_bot.telegram.commands} == {"start", "help", "reset"}
+    assert {c["command"] for c in polling_bot.telegram.commands} == {"start", "help", "reset", "stop"}
 
 
 async def test_allow_lists(redis_url: str, key_prefix: str) -> None:

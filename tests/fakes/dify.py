@@ -18,6 +18,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from tests.fakes.dify_controls import AnswerControls
 from tests.fakes.dify_files import (
     TINY_PNG,
     AcceptedFile,
@@ -770,6 +771,8 @@ class FakeDify:
         self.workflow_required_inputs = workflow_required_inputs
         self.user_input_form: list[dict[str, Any]] = []  # what /parameters lists as the app's input form
         self.files = FileSide(clock=clock)  # uploads, file checks, speech to text, signed file links
+        # feedback and suggested questions
+        self.controls = AnswerControls(owner=self._message_owner, mode=lambda: self.mode)
         if file_upload is not None:
             self.files.config = file_upload
         self.files.speech_to_text = speech_to_text
@@ -800,6 +803,8 @@ class FakeDify:
         app.router.add_get("/v1/info", self._info)
         app.router.add_get("/v1/parameters", self._parameters)
         app.router.add_get("/v1/messages", self._list_messages)
+        app.router.add_post("/v1/messages/{message_id}/feedbacks", self._feedback)
+        app.router.add_get("/v1/messages/{message_id}/suggested", self._suggested)
         app.router.add_post("/v1/files/upload", self._upload)
         app.router.add_post("/v1/audio-to-text", self._audio_to_text)
         app.router.add_get("/files/tools/{filename}", self.files.tool_file)
@@ -1232,8 +1237,7 @@ class FakeDify:
         return dify_json(
             {
                 "opening_statement": self.opening_statement,
-                "suggested_questions": [],
-                "suggested_questions_after_answer": {"enabled": False},
+                **self.controls.parameters(),
                 "speech_to_text": files["speech_to_text"],
                 "text_to_speech": {"enabled": False, "voice": "", "language": "", "autoPlay": "disabled"},
                 "retriever_resource": {"enabled": True},
@@ -1254,6 +1258,20 @@ class FakeDify:
     async def _audio_to_text(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)
         return await self.files.audio_to_text(request)
+
+    def _message_owner(self, message_id: str) -> str | None:
+        for message in self.messages:
+            if message["id"] == message_id:
+                return self.conversations.get(message["conversation_id"])
+        return None
+
+    async def _feedback(self, request: web.Request) -> web.StreamResponse:
+        self._authorize(request)
+        return await self.controls.feedback(request, self._json_body(request))
+
+    async def _suggested(self, request: web.Request) -> web.StreamResponse:
+        self._authorize(request)
+        return await self.controls.suggested(request)
 
     async def _list_messages(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)

@@ -18,6 +18,7 @@ from aiohttp import web
 from tests.fakes.local_server import come_back, go_offline, serve_locally
 from tests.fakes.slack_base import ApiError as _ApiError
 from tests.fakes.slack_base import Args, json_list
+from tests.fakes.slack_blocks import check_blocks
 from tests.fakes.slack_files import SlackFiles
 from tests.fakes.slack_payloads import dm_event, event_body, mention_event, signed_headers, slash_command_body
 
@@ -51,7 +52,6 @@ DEFAULT_RATE_LIMITS: dict[str, int] = {
 OAUTH_SCOPES = "app_mentions:read,chat:write,im:history,commands,files:read,files:write"
 RATE_WINDOW_SECONDS = 60.0
 MAX_BODY = 1024**3  # bytes a request may carry (uploads to an upload URL are the large ones)
-MAX_BLOCKS = 50
 # What a proxy in front of the Web API answers when the API behind it is down.
 BAD_GATEWAY_HTML = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -371,8 +371,11 @@ class FakeSlack:
             return str(markdown), blocks
         return (_blocks_text(blocks) or str(text or "")), blocks
 
-    def _stream_text(self, args: Args) -> str:
-        """Validate markdown_text / chunks of a stream call; return the markdown it adds."""
+    def _stream_text(self, args: Args, *, blocks: bool = False) -> str:
+        """Validate markdown_text / chunks of a stream call; return the markdown it adds. Only
+        chat.stopStream takes `blocks` (they go under the finished message)."""
+        if not blocks and args.get("blocks") is not None:
+            raise _ApiError("invalid_arguments")
         parts: list[str] = []
         if args.get("markdown_text") is not None:
             parts.append(str(args["markdown_text"]))
@@ -413,7 +416,8 @@ class FakeSlack:
             raise _ApiError("streaming_state_conflict")
         text, blocks = self._content(args)
         msg.text = text
-        msg.blocks = blocks
+        if args.get("blocks") is not None:  # without `blocks`, Slack keeps the message's blocks
+            msg.blocks = blocks
         msg.updates += 1
         msg.history.append(text)
         return {"ok": True, "channel": msg.channel, "ts": msg.ts, "text": text}
@@ -458,7 +462,7 @@ class FakeSlack:
 
     def _stop_stream(self, args: Args) -> Args:
         msg = self._live_stream(args)
-        added = self._stream_text(args)
+        added = self._stream_text(args, blocks=True)
         blocks = _parse_blocks(args.get("blocks"))
         if added:
             msg.text += added
@@ -554,11 +558,7 @@ def _channel(args: Args) -> str:
 
 def _parse_blocks(value: Any) -> list[dict[str, Any]]:
     blocks = json_list(value, "invalid_blocks")
-    if len(blocks) > MAX_BLOCKS or any(not isinstance(b.get("type"), str) for b in blocks):
-        raise _ApiError("invalid_blocks")
-    for block in blocks:
-        if block["type"] == "markdown" and not isinstance(block.get("text"), str):
-            raise _ApiError("invalid_blocks")
+    check_blocks(blocks)
     return blocks
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol, Self
 from aiohttp import web
 
 from tests.fakes.local_server import come_back, go_offline, serve_locally
+from tests.fakes.telegram_controls import DEFAULT_DEADLINE, USER_NOT_FOUND, CallbackQueries, ChatMembers
 from tests.fakes.telegram_files import FakeFile, FileApiError, TelegramFiles, media_fields, media_group_items
 from tests.fakes.telegram_reactions import TelegramReactions
 from tests.fakes.telegram_text import CANT_PARSE_PREFIX as CANT_PARSE_PREFIX
@@ -124,7 +125,15 @@ _BOOL_FIELDS = frozenset(
 )
 # Operations that draw on the per-chat flood allowance.
 _COUNTED_METHODS = frozenset(
-    {"sendMessage", "editMessageText", "deleteMessage", "sendPhoto", "sendDocument", "sendMediaGroup"}
+    {
+        "sendMessage",
+        "editMessageText",
+        "editMessageReplyMarkup",
+        "deleteMessage",
+        "sendPhoto",
+        "sendDocument",
+        "sendMediaGroup",
+    }
 )
 _CHAT_ACTIONS = frozenset(
     {
@@ -341,6 +350,7 @@ class FakeTelegram:
         group_per_minute: int = 20,
         rate_limits: bool = True,
         retry_after: int = 3,
+        callback_deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         self.token = token
         self.username = username
@@ -378,6 +388,8 @@ class FakeTelegram:
         self.offline = False
         self.files = TelegramFiles()
         self.reactions = TelegramReactions()
+        self.queries = CallbackQueries(clock, deadline=callback_deadline)  # answerCallbackQuery, once each
+        self.members = ChatMembers()  # getChatMember statuses (make_admin)
         self._media_groups = itertools.count(1)
         routes: dict[str, Handler] = {
             "getMe": self._get_me,
@@ -390,7 +402,9 @@ class FakeTelegram:
             "getMyCommands": self._get_my_commands,
             "sendChatAction": self._send_chat_action,
             "setMessageReaction": self._set_message_reaction,
-            "answerCallbackQuery": self._true,
+            "answerCallbackQuery": self._answer_callback_query,
+            "editMessageReplyMarkup": self._edit_message_reply_markup,
+            "getChatMember": self._get_chat_member,
             "sendMessageDraft": self._true,
             "sendMessage": self._send_message,
             "editMessageText": self._edit_message_text,
@@ -591,8 +605,10 @@ class FakeTelegram:
             if stored is not None
             else {"message_id": message_id, "date": 0, "chat": self._chat(chat_id, chat_type)}
         )
+        query_id = str(next(self._callback_ids))
+        self.queries.press(query_id)
         query = {
-            "id": str(next(self._callback_ids)),
+            "id": query_id,
             "from": self._user(user_id, "en"),
             "chat_instance": str(chat_id),
             "message": message,
@@ -601,6 +617,33 @@ class FakeTelegram:
         update_id = next(self._update_ids)
         self._last_update_id = update_id
         return {"update_id": update_id, "callback_query": query}
+
+    def press_update(
+        self, *, chat_id: int, user_id: int, button: str, message_id: int | None = None, queue: bool = False
+    ) -> dict[str, Any]:
+        """A user presses the button labelled `button` on a bot message (by default the newest one that has
+        it): the callback_query Update with that button's callback_data; `queue` also queues it for polling."""
+        candidates = [self.messages[(chat_id, message_id)]] if message_id is not None else self.chat_messages(chat_id)
+        for stored in reversed(candidates):
+            for row in (stored.reply_markup or {}).get("inline_keyboard", []):
+                for key in row:
+                    if key.get("text") == button and "callback_data" in key:
+                        update = self.callback_update(
+                            chat_id=chat_id,
+                            user_id=user_id,
+                            message_id=stored.message_id,
+                            data=str(key["callback_data"]),
+                            chat_type=str(self._chat(chat_id).get("type", "private")),
+                        )
+                        if queue:
+                            self.push_update(update)
+                        return update
+        raise LookupError(f"no button {button!r} in chat {chat_id}")
+
+    def buttons(self, chat_id: int, message_id: int) -> list[list[str]]:
+        """The labels of a bot message's inline keyboard, row by row (empty: no keyboard)."""
+        markup = self.messages[(chat_id, message_id)].reply_markup or {}
+        return [[str(key.get("text")) for key in row] for row in markup.get("inline_keyboard", [])]
 
     def migrate_chat(self, old_chat_id: int, new_chat_id: int, *, announce: bool = True) -> None:
         """Upgrade group `old_chat_id` to supergroup `new_chat_id`: every later call for the old id is refused
@@ -1075,7 +1118,8 @@ class FakeTelegram:
     async def _download(self, request: web.Request) -> web.StreamResponse:
         return await self.files.download(request, token=self.token)
 
-    async def _edit_message_text(self, params: JsonDict) -> JsonDict:
+    def _editable(self, params: JsonDict) -> StoredMessage:
+        """The bot message an edit names, or the error Telegram gives for it."""
         chat_id = _chat_id(params)
         message_id = _optional_int(params, "message_id")
         if message_id is None:
@@ -1085,6 +1129,10 @@ class FakeTelegram:
             if (chat_id, message_id) in self._user_messages:
                 raise ApiError(400, CANT_BE_EDITED)
             raise ApiError(400, EDIT_NOT_FOUND)
+        return stored
+
+    async def _edit_message_text(self, params: JsonDict) -> JsonDict:
+        stored = self._editable(params)
         if stored.media is not None:
             raise ApiError(400, NO_TEXT_TO_EDIT)
         text, entities = render_text(
@@ -1107,6 +1155,26 @@ class FakeTelegram:
         stored.edited_at = self._clock()
         stored.edit_date = int(time.time())
         return self._message_dict(stored)
+
+    async def _edit_message_reply_markup(self, params: JsonDict) -> JsonDict:
+        stored = self._editable(params)
+        markup = _normalise_markup(params.get("reply_markup"))
+        if markup == stored.reply_markup:
+            raise ApiError(400, NOT_MODIFIED)
+        stored.reply_markup = markup
+        stored.edited_at = self._clock()
+        stored.edit_date = int(time.time())
+        return self._message_dict(stored)
+
+    async def _answer_callback_query(self, params: JsonDict) -> bool:
+        return self.queries.answer(params)
+
+    async def _get_chat_member(self, params: JsonDict) -> JsonDict:
+        chat_id = _chat_id(params)
+        user_id = _optional_int(params, "user_id")
+        if user_id is None:
+            raise ApiError(400, USER_NOT_FOUND)
+        return self.members.get(chat_id, self._user(user_id, "en"))
 
     async def _delete_message(self, params: JsonDict) -> bool:
         chat_id = _chat_id(params)

@@ -383,11 +383,15 @@ def test_slack_manifest() -> None:
     assert reset["url"].endswith("/slack/events")
     assert reset["description"] == "Start a new conversation"
     assert reset["should_escape"] is False
+    (stop,) = [command for command in features["slash_commands"] if command["command"] == "/stop"]
+    assert stop["url"] == reset["url"] and stop["should_escape"] is False
     settings = manifest["settings"]
     events = settings["event_subscriptions"]
     assert events["request_url"].startswith("https://") and events["request_url"].endswith("/slack/events")
-    assert set(events["bot_events"]) == {"app_mention", "message.im"}
-    assert settings["interactivity"]["is_enabled"] is False
+    assert set(events["bot_events"]) == {"app_home_opened", "app_mention", "message.im"}
+    interactivity = settings["interactivity"]
+    assert interactivity["is_enabled"] is True  # Stop, feedback and suggestion buttons
+    assert interactivity["request_url"] == events["request_url"]
     assert settings["socket_mode_enabled"] is False
 
 

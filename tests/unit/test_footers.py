@@ -6,10 +6,15 @@ from decimal import Decimal
 
 import pytest
 
+from core.answer import Citation, Done, TextDelta
 from core.render.footers import UsageMode, sources_line, usage_line
-from core.replies import Citation, Usage
+from core.render.renderer import StreamRenderer
+from core.render.surface import SurfaceLimits
+from core.render.throttle import Throttle
+from core.replies import Usage
 from core.settings import Settings
 from core.texts import Lang
+from tests.unit.test_renderer import MemorySurface, script
 
 FULL = Usage(total_tokens=1234, total_price=Decimal("0.0021"), currency="USD", elapsed=3.21, steps=5)
 
@@ -71,3 +76,21 @@ def test_settings_show_sources_by_default_and_usage_when_asked() -> None:
     assert (settings.show_sources, settings.show_usage) == (True, "off")
     settings = Settings.model_validate({"dify_api_key": "app-x", "show_sources": "off", "show_usage": "full"})
     assert (settings.show_sources, settings.show_usage) == (False, "full")
+
+
+async def test_a_footer_that_does_not_fit_beside_the_answer_gets_its_own_message() -> None:
+    answer = "First paragraph of the answer.\n\nSecond paragraph, which ends the answer."
+    surface = MemorySurface(limits=SurfaceLimits(max_length=len(answer) + 5))
+    renderer = StreamRenderer(surface, throttle=Throttle(0.01), status_delay=0.05, show_sources=True)
+    done = Done(answer, citations=(Citation(title="refunds.md"), Citation(title="shipping.md")))
+    await renderer.render(script([TextDelta(answer), done]))
+    # The answer is never split to make room for its sources line.
+    assert list(surface.shown.values()) == [answer, "Sources: refunds.md, shipping.md"]
+
+
+async def test_a_footer_that_fits_stays_under_the_answer() -> None:
+    answer = "Short answer."
+    surface = MemorySurface(limits=SurfaceLimits(max_length=100))
+    renderer = StreamRenderer(surface, throttle=Throttle(0.01), status_delay=0.05, show_sources=True)
+    await renderer.render(script([TextDelta(answer), Done(answer, citations=(Citation(title="refunds.md"),))]))
+    assert list(surface.shown.values()) == [f"{answer}\n\nSources: refunds.md"]
