@@ -301,12 +301,15 @@ class JournalWriter:
         redis = self._journal.redis
         while self._pending and not self._closed:
             fields, self._pending = self._pending, {}
+            mapping = cast("Mapping[Any, Any]", fields)
             try:
+                if self._created:  # one command: a frame is written several times a second across answers
+                    await asyncio.wait_for(redis.hset(self._key, mapping=mapping), OP_TIMEOUT)
+                    continue
                 async with redis.pipeline(transaction=False) as pipe:
-                    pipe.hset(self._key, mapping=cast("Mapping[Any, Any]", fields))
-                    if not self._created:
-                        pipe.expire(self._key, ENTRY_TTL)
-                        pipe.sadd(self._journal.keys.journal_index(), self.answer_id)
+                    pipe.hset(self._key, mapping=mapping)
+                    pipe.expire(self._key, ENTRY_TTL)
+                    pipe.sadd(self._journal.keys.journal_index(), self.answer_id)
                     await asyncio.wait_for(pipe.execute(), OP_TIMEOUT)
                 self._created = True
             except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:

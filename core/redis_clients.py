@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.redis_urls import ClusterUrl, SentinelUrl
 
-MAX_CONNECTIONS = 200
+MAX_CONNECTIONS = 50  # a burst of answers shares them: each new connection costs a handshake
 POOL_TIMEOUT = 10.0  # seconds a command waits for a free connection before failing
 CONNECT_TIMEOUT = 5.0
 SOCKET_TIMEOUT = 10.0

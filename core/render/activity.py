@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable
 
+from core.render.flags import Flag, wait_any
 from core.render.layout import FrameLayout
 from core.render.surface import MessageSurface
 
 __all__ = ["keep_typing", "wait_either"]
 
 
-async def wait_either(event: asyncio.Event, finished: asyncio.Event, limit: float | None) -> None:
+async def wait_either(event: Flag, finished: Flag, limit: float | None) -> None:
     """Wait for `event` or `finished`, at most `limit` seconds."""
-    waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(finished.wait())}
-    try:
-        await asyncio.wait(waiters, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+    await wait_any((event, finished), limit)
 
 
 async def keep_typing(
     surface: MessageSurface,
     frames: FrameLayout,
     *,
-    finished: asyncio.Event,
-    status_changed: asyncio.Event,
+    finished: Flag,
+    status_changed: Flag,
     interval: float,
     text_shown: Callable[[], bool],
 ) -> None:

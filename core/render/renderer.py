@@ -21,6 +21,7 @@ from core.render.activity import keep_typing, wait_either
 from core.render.controls import NONE, ControlPlan, add_follow_ups
 from core.render.deliver import BACKOFF_CAP, BACKOFF_FIRST, FINAL_DEADLINE, RETRY_MARGIN, deliver_files
 from core.render.events import EventApplier
+from core.render.flags import Flag
 from core.render.footers import UsageMode
 from core.render.layout import FrameLayout
 from core.render.messages import SentMessages
@@ -117,21 +118,21 @@ class StreamRenderer:
             self._frames, self.stats, lang=lang, show_sources=show_sources, show_usage=show_usage
         )
         self._sent = SentMessages()
-        self._changed = asyncio.Event()
-        self._has_text = asyncio.Event()
-        self._finished = asyncio.Event()
+        self._changed = Flag()
+        self._has_text = Flag()
+        self._finished = Flag()
         self._strikes = 0
         self._blocked = False
         self._interrupting = False
         self._reader: asyncio.Task[None] | None = None
         self._placeholder = surface.limits.placeholder
-        self._status_changed = asyncio.Event()
+        self._status_changed = Flag()
         self._files: tuple[ProducedFile, ...] = ()
         if interim_hold is None:
             interim_hold = HOLD_SHARE * float(getattr(throttle, "interval", 0.0))
         self._hold = interim_hold
         self._text_at = float("-inf")
-        self._text_arrived = asyncio.Event()
+        self._text_arrived = Flag()
         self._closing = False  # the final frame is being written
         self._task_started = False
 
@@ -243,7 +244,7 @@ class StreamRenderer:
 
     # ---- writing --------------------------------------------------------------------------------
 
-    async def _wait(self, event: asyncio.Event, limit: float | None) -> None:
+    async def _wait(self, event: Flag, limit: float | None) -> None:
         """Wait for `event` or the end of the answer, at most `limit` seconds."""
         await wait_either(event, self._finished, limit)
 
