@@ -60,3 +60,6 @@ class EditText(TelegramMethod[SentMessage | bool]):
 # aiogram parses every answer as `Response[<the method's result type>]`, and pydantic keeps parametrised
 # models only weakly: without a lasting reference each call built the model anew (~2 % of the bot's CPU).
 PARSED_RESPONSES = (Response[SentMessage], Response[SentMessage | bool], Response[bool])
+# aiogram defers building its method models; these two are on every answer's path, so build them now.
+SendText.model_rebuild()
+EditText.model_rebuild()
