@@ -92,14 +92,21 @@ async def started(answers: AnswerPipeline, surface: ButtonSurface) -> str:
 SLOW = Answer("one two three four five six seven eight nine ten", delay=0.1)
 
 
+async def slow_answer(
+    dify: FakeDify, answers: AnswerPipeline, surface: ButtonSurface
+) -> tuple[asyncio.Task[RenderStats], str]:
+    """A slow answer under way in CHAT, and its stop token once its first words show with a Stop button."""
+    dify.script(SLOW)
+    answer = asyncio.create_task(ask(answers, surface))
+    return answer, await started(answers, surface)
+
+
 async def test_stop_ends_the_answer_with_the_text_so_far_and_frees_the_chat(
     dify: FakeDify, client: DifyClient, store: ConversationStore
 ) -> None:
     answers = pipeline(client, store)
     surface = ButtonSurface()
-    dify.script(SLOW)
-    answer = asyncio.create_task(ask(answers, surface))
-    token = await started(answers, surface)
+    answer, token = await slow_answer(dify, answers, surface)
     assert len(stop_data(token).encode()) <= 64 and parse_action(stop_data(token)) is not None
     pressed = asyncio.get_running_loop().time()
     outcome, notice = await answers.controls.stop(by=ASKER, lang="en", token=token)
@@ -131,9 +138,7 @@ async def test_only_the_asker_or_an_admin_may_stop(
 ) -> None:
     answers = pipeline(client, store)
     surface = ButtonSurface()
-    dify.script(SLOW)
-    answer = asyncio.create_task(ask(answers, surface))
-    token = await started(answers, surface)
+    answer, token = await slow_answer(dify, answers, surface)
 
     async def not_admin() -> bool:
         return False
@@ -250,9 +255,7 @@ async def test_a_stop_pressed_on_another_replica_reaches_the_answer(
         pressed_there.controls.relay_over(store.redis, channel=channel),
     ):
         surface = ButtonSurface()
-        dify.script(SLOW)
-        answer = asyncio.create_task(ask(running_here, surface))
-        token = await started(running_here, surface)
+        answer, token = await slow_answer(dify, running_here, surface)
 
         async def admin() -> bool:
             return False
