@@ -225,14 +225,18 @@ class TelegramSurface:
                     continue
                 raise _map_bad_request(reason) from exc
             except TelegramMigrateToChat as exc:
-                old_chat = self.chat_id
-                self._migrate(exc.migrate_to_chat_id)
-                if self.chat_id == old_chat:
-                    raise SurfaceTransient("telegram moved the chat to itself") from exc
+                self._follow_migration(exc)
                 continue
             except (TelegramAPIError, *UNREACHABLE) as exc:
                 raise _failure(exc) from exc
         raise SurfaceTransient("telegram kept refusing the file")
+
+    def _follow_migration(self, exc: TelegramMigrateToChat) -> None:
+        """Go on in the supergroup the group became; a migration to the same chat is a transient failure."""
+        old_chat = self.chat_id
+        self._migrate(exc.migrate_to_chat_id)
+        if self.chat_id == old_chat:
+            raise SurfaceTransient("telegram moved the chat to itself") from exc
 
     async def delete(self, handle: int) -> None:
         chat_id = self.chat_id
@@ -288,10 +292,7 @@ class TelegramSurface:
                     continue
                 raise _map_bad_request(reason) from exc
             except TelegramMigrateToChat as exc:
-                old_chat = self.chat_id
-                self._migrate(exc.migrate_to_chat_id)
-                if self.chat_id == old_chat:
-                    raise SurfaceTransient("telegram moved the chat to itself") from exc
+                self._follow_migration(exc)
                 if isinstance(handle := getattr(exc.method, "message_id", None), int):
                     self._left_behind.add(handle)
                     raise SurfaceMessageGone("the group became a supergroup") from exc
