@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
 from collections.abc import Sequence
@@ -11,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
 
-from bots import registry
+from bots import event_loop, registry
 from bots.config import load
 from core.errors import StartupError
 from core.logs import setup_logging
@@ -110,11 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             from bots.check import run_check
 
-            return asyncio.run(run_check(config))
+            return event_loop.run(run_check(config), choice=settings.event_loop)
         from bots.app import run_service
 
         only = frozenset(part.strip() for part in args.only.split(",") if part.strip())
-        return asyncio.run(run_service(config, only=only))
+        return event_loop.run(run_service(config, only=only), choice=settings.event_loop)
     except StartupError as exc:
         print(f"dify-bots: {exc.message}", file=sys.stderr)
         return 1

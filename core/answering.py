@@ -127,6 +127,7 @@ class AnswerPipeline:
                 chat, question.text, inputs=inputs, files=files, order=order, attachments=attachments
             ) as stream:
                 target = sink(stream)
+                stream.read_pause = getattr(target, "read_pause", None)
                 entry = self._journal_entry(chat=chat, origin=origin, target=target)
                 if entry is not None:
                     await entry.begin()

@@ -10,9 +10,18 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from core.answer import AnswerReducer, ContextReset, Failed, Heard, Progress, ReplyEvent, TaskStarted
+from core.answer import (
+    AnswerReducer,
+    ContextReset,
+    Failed,
+    Heard,
+    Progress,
+    ReplyEvent,
+    TaskStarted,
+    TextDelta,
+)
 from core.conversations import ChatKey, Conversation, ConversationStore
-from core.dify.client import WORKFLOW_MODE, DifyClient
+from core.dify.client import WORKFLOW_MODE, DifyClient, ReadPause
 from core.dify.errors import ConversationNotFound, DifyError
 from core.dify.events import StreamEvent
 from core.dify.parameters import ParametersCache
@@ -24,6 +33,19 @@ from core.logs import add_log_context
 log = logging.getLogger(__name__)
 
 QUEUE_NOTICE_AFTER = 3.0  # seconds a message waits for its turn before it says it is queued
+
+
+def joined_text(replies: list[ReplyEvent]) -> list[ReplyEvent]:
+    """`replies` with each run of text deltas joined into one: what one read of the stream added."""
+    if len(replies) < 2:
+        return replies
+    out: list[ReplyEvent] = []
+    for reply in replies:
+        if type(reply) is TextDelta and out and type(last := out[-1]) is TextDelta:
+            out[-1] = TextDelta(text=last.text + reply.text)
+        else:
+            out.append(reply)
+    return out
 
 
 class ChatService:
@@ -124,6 +146,8 @@ class ReplyStream:
         self.task_id: str | None = None
         self._stop_sent = False
         self.user = chat.user
+        # Set by the sink that shows the answer: how long Dify's stream may rest unread (see stream_batches).
+        self.read_pause: ReadPause | None = None
         self._events = self._run()
 
     async def __aenter__(self) -> ReplyStream:
@@ -225,21 +249,32 @@ class ReplyStream:
         """Reply events of one Dify call; a conversation Dify no longer knows marks the attempt stale."""
         try:
             async with aclosing(
-                self._service.dify.stream(
+                self._service.dify.stream_batches(
                     query=self._text,
                     user=self.user,
                     conversation_id=attempt.conversation_id,
                     inputs=self._inputs,
                     files=self._files,
+                    pause=self.read_pause,
                 )
-            ) as events:
-                async for event in events:
-                    for reply in self._replies(attempt, event):
+            ) as batches:
+                async for batch in batches:
+                    replies: list[ReplyEvent] = []
+                    for event in batch:
+                        replies.extend(self._replies(attempt, event))
+                        if attempt.stale:
+                            break
+                    # Saved before the replies go out: a reader may stop at the answer's end in this batch.
+                    if (
+                        not attempt.stale
+                        and attempt.reducer.conversation_id != attempt.saved_id
+                        and await self._save_returned_id(attempt)
+                    ):
+                        yield ContextReset()  # chatflows swap an unknown id for a new one silently
+                    for reply in joined_text(replies):
                         yield reply
                     if attempt.stale:
                         return
-                    if await self._save_returned_id(attempt):
-                        yield ContextReset()  # chatflows swap an unknown id for a new one silently
                     if self._service.clock() >= self._deadline and not attempt.reducer.finished:
                         raise AnswerTooLong(f"the answer ran longer than {self._service.answer_timeout:g}s")
         except ConversationNotFound as exc:

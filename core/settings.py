@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="a TCP port number (0-65535)")
 
     shutdown_grace: float = Field(25.0, ge=0, description="seconds in-flight answers get to finish on shutdown")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="auto (uvloop where it is installed), uvloop or asyncio"
+    )
 
     @field_validator("dify_api_key", mode="before")
     @classmethod

@@ -4,20 +4,34 @@ aiogram's own method objects validate every entity as a pydantic model, serialis
 parse the whole `Message` Telegram answers with; an answer edits its message every second, so those costs
 add up. These methods take the entities (and any inline keyboard) already as JSON and read back only the
 message id. They still go through `bot(method)`, so every request middleware (metrics, shared budgets) sees
-them as usual."""
+them as usual; `LeanSession` then encodes their form itself and reads a successful answer without models."""
 
 from __future__ import annotations
 
 import json
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods import TelegramMethod
-from aiogram.methods.base import Response
+from aiogram.methods.base import Response, TelegramType
+from aiohttp import ClientError, ClientTimeout
 from pydantic import BaseModel, ConfigDict
+from yarl import URL
 
-__all__ = ["NO_PREVIEW_JSON", "EditText", "SendText", "SentMessage"]
+__all__ = ["NO_PREVIEW_JSON", "EditText", "LeanSession", "SendText", "SentMessage", "form_body"]
 
 NO_PREVIEW_JSON = json.dumps({"is_disabled": True})
+_FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def form_body(fields: dict[str, Any]) -> bytes:
+    """`application/x-www-form-urlencoded` of the truthy fields, as aiogram sends them (falsy ones left out).
+
+    aiohttp encodes forms with urllib, which quotes byte by byte in Python (0.16 ms for a 1,500-character
+    edit, on every edit); yarl's query encoder, already under aiohttp, quotes in C (0.03 ms)."""
+    return URL.build(query={name: value for name, value in fields.items() if value}).raw_query_string.encode()
 
 
 class SentMessage(BaseModel):
@@ -28,7 +42,14 @@ class SentMessage(BaseModel):
     message_id: int
 
 
-class SendText(TelegramMethod[SentMessage]):
+class _LeanMethod:
+    """A method `LeanSession` sends with its own form encoding and answer reading."""
+
+    def form(self) -> bytes:
+        return form_body(vars(self))
+
+
+class SendText(_LeanMethod, TelegramMethod[SentMessage]):
     """sendMessage with the formatting given as entities (JSON); no parse mode."""
 
     __returning__: ClassVar[type] = SentMessage
@@ -43,7 +64,7 @@ class SendText(TelegramMethod[SentMessage]):
     reply_markup: str | None = None  # an inline keyboard as JSON
 
 
-class EditText(TelegramMethod[SentMessage | bool]):
+class EditText(_LeanMethod, TelegramMethod[SentMessage | bool]):
     """editMessageText with the formatting given as entities (JSON); no parse mode."""
 
     __returning__: ClassVar[object] = SentMessage | bool
@@ -63,3 +84,58 @@ PARSED_RESPONSES = (Response[SentMessage], Response[SentMessage | bool], Respons
 # aiogram defers building its method models; these two are on every answer's path, so build them now.
 SendText.model_rebuild()
 EditText.model_rebuild()
+
+
+def _quick_result(status: int, raw: bytes) -> SentMessage | bool | None:
+    """The result of a successful answer (a message id, or True); None for anything aiogram must judge."""
+    if status != 200:
+        return None
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or answer.get("ok") is not True:
+        return None
+    result = answer.get("result")
+    if result is True:
+        return True
+    if isinstance(result, dict) and type(message_id := result.get("message_id")) is int:
+        return SentMessage.model_construct(message_id=message_id)
+    return None
+
+
+class LeanSession(AiohttpSession):
+    """aiogram's aiohttp session; the hot methods skip its form building and answer models.
+
+    Errors, and anything unexpected in an answer, still go through aiogram's `check_response`, so the same
+    exceptions (retry after, bad request, migrated chat, ...) come out either way."""
+
+    async def make_request(
+        self,
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        timeout: int | None = None,  # noqa: ASYNC109 (aiogram's signature)
+    ) -> TelegramType:
+        if not isinstance(method, _LeanMethod):
+            return await super().make_request(bot, method, timeout)
+        session = await self.create_session()
+        url = self.api.api_url(token=bot.token, method=method.__api_method__)
+        try:
+            async with session.post(
+                url,
+                data=method.form(),
+                headers=_FORM_HEADERS,
+                timeout=ClientTimeout(total=self.timeout if timeout is None else timeout),
+            ) as response:
+                raw = await response.read()
+        except TimeoutError as exc:
+            raise TelegramNetworkError(method=method, message="Request timeout error") from exc
+        except ClientError as exc:
+            raise TelegramNetworkError(method=method, message=f"{type(exc).__name__}: {exc}") from exc
+        result = _quick_result(response.status, raw)
+        if result is not None:
+            return cast(TelegramType, result)
+        checked = self.check_response(
+            bot=bot, method=method, status_code=response.status, content=raw.decode(errors="replace")
+        )
+        return cast(TelegramType, checked.result)

@@ -192,12 +192,14 @@ _JOINED_BLOCK = re.compile(r" {0,3}(?:[-*+](?:\s|$)|\d+[.)](?:\s|$)|[>|])| {4}|\
 _WHOLE_ONLY = ("```", "~~~", "]:", "[^", "<", "$$")
 
 
+@functools.lru_cache(maxsize=32)
 def render_interim(md: str) -> TelegramText:
     """Like `render_markdown`, paragraph by paragraph, each paragraph rendered once and then cached.
 
     A streamed answer is rendered again for every frame while only its last paragraph changes; this
     keeps that cost to the new text. Answers whose paragraphs depend on each other are rendered whole,
-    and final frames always are (`render_markdown`), so only a passing frame could ever differ."""
+    and final frames always are (`render_markdown`), so only a passing frame could ever differ. Cached like
+    `render_markdown`: a frame is measured and then sent."""
     if "\n\n" not in md or any(sign in md for sign in _WHOLE_ONLY):
         return render_markdown(md)
     blocks = [block for block in md.split("\n\n") if block.strip()]

@@ -11,7 +11,6 @@ from typing import Any, Self
 from urllib.parse import urlparse
 
 from aiogram import Bot, Dispatcher
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
@@ -30,6 +29,7 @@ from bots.front_door import DoorServices
 from bots.ordering import ChatGate
 from bots.telegram.callbacks import build_callback_router
 from bots.telegram.errors import handle_errors
+from bots.telegram.fast_methods import LeanSession
 from bots.telegram.handlers import COMMANDS, TelegramContext, build_router
 from bots.telegram.poller import LeaseTiming, PollerElection, PollerLease
 from bots.telegram.reactions import AckReactions
@@ -75,7 +75,7 @@ class CallRecorder(BaseRequestMiddleware):
 
 def open_bot(token: str, api_base: str) -> Bot:
     # Many chats edit at once; aiogram's default pool of 100 connections would make them queue.
-    session = AiohttpSession(api=TelegramAPIServer.from_base(api_base.rstrip("/")), limit=1000)
+    session = LeanSession(api=TelegramAPIServer.from_base(api_base.rstrip("/")), limit=1000)
     return Bot(token, session=session)
 
 

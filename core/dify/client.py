@@ -8,7 +8,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,11 @@ WORKFLOW_MODE = "workflow"
 DEFAULT_RETRY_DELAYS = (0.5, 2.0)
 
 Sleep = Callable[[float], Awaitable[None]]
+ReadPause = Callable[[], float]
+# A rest shorter than this saves no wake-up worth having; a longer one than this would delay noticing an
+# answer that ran out of time (the deadline is checked as events arrive).
+MIN_READ_PAUSE = 0.05
+MAX_READ_PAUSE = 1.0
 
 # False while answering a caller that retries by itself, so one busy answer is not retried twice over.
 _retry_busy: ContextVar[bool] = ContextVar("dify_retry_busy", default=True)
@@ -251,7 +256,31 @@ class DifyClient:
         inputs: Mapping[str, Any] | None = None,
         files: Sequence[Mapping[str, Any]] = (),
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Stream one answer, choosing /chat-messages or /workflows/run from the app's mode."""
+        """Stream one answer event by event (see `stream_batches`)."""
+        batches = self.stream_batches(
+            query=query, user=user, conversation_id=conversation_id, inputs=inputs, files=files
+        )
+        async with aclosing(batches):
+            async for batch in batches:
+                for event in batch:
+                    yield event
+
+    async def stream_batches(
+        self,
+        *,
+        query: str,
+        user: str,
+        conversation_id: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        files: Sequence[Mapping[str, Any]] = (),
+        pause: ReadPause | None = None,
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """Stream one answer, choosing /chat-messages or /workflows/run from the app's mode; each item holds
+        the events of one read of the stream.
+
+        `pause()`, asked after every read, gives the seconds the reader has no use for new text (a chat
+        that cannot be edited sooner): reading the connection rests that long (at most `MAX_READ_PAUSE`),
+        so what Dify sends meanwhile arrives as one read instead of one wake-up per token."""
         mode = await self.app_mode()
         body: dict[str, Any] = {"inputs": dict(inputs or {}), "user": user, "response_mode": "streaming"}
         if files:
@@ -264,8 +293,8 @@ class DifyClient:
             path = "/chat-messages"
         else:
             raise DifyAppUnavailable(f"app mode {mode!r} is not supported", code="unsupported_mode")
-        async for event in self._stream(path, body):
-            yield event
+        async for batch in self._stream(path, body, pause):
+            yield batch
 
     async def _open(self, path: str, body: Mapping[str, Any]) -> aiohttp.ClientResponse:
         """POST and return an open 200 event-stream response, retrying what is safe to retry."""
@@ -295,7 +324,9 @@ class DifyClient:
             log.warning("dify %s failed (%r), retry %d in %.1fs", path, error, attempt, delay)
             await self._sleep(delay)
 
-    async def _stream(self, path: str, body: Mapping[str, Any]) -> AsyncGenerator[StreamEvent, None]:
+    async def _stream(
+        self, path: str, body: Mapping[str, Any], pause: ReadPause | None
+    ) -> AsyncGenerator[list[StreamEvent], None]:
         response = await self._open(path, body)
         try:
             _not_an_html_page(response, f"POST {path}")
@@ -307,25 +338,42 @@ class DifyClient:
                 with _transport_errors(f"the stream of POST {path}"):
                     active_at = self._clock()
                     async for chunk in response.content.iter_any():
-                        active = False
-                        for message in decoder.feed(chunk):
-                            event = _event(message)
-                            if event is not None:
-                                active = True
-                                yield event
+                        batch: list[StreamEvent] = []
+                        try:
+                            for message in decoder.feed(chunk):
+                                if (event := _event(message)) is not None:
+                                    batch.append(event)
+                        except DifyProtocolError:
+                            if batch:
+                                yield batch  # the events before the broken one still count
+                            raise
                         # Pings keep the connection open but say nothing about progress.
-                        if active:
+                        if batch:
                             active_at = self._clock()
+                            yield batch
                         elif self._clock() - active_at >= self._idle_timeout:
                             raise AnswerIdle(f"only pings for {self._idle_timeout:g}s on POST {path}")
-                    for message in decoder.flush():
-                        event = _event(message)
-                        if event is not None:
-                            yield event
+                        if pause is not None and (rest := pause()) >= MIN_READ_PAUSE:
+                            await self._rest(response, min(rest, MAX_READ_PAUSE))
+                    batch = [event for message in decoder.flush() if (event := _event(message)) is not None]
+                    if batch:
+                        yield batch
             except SSEDecodeError as exc:
                 raise DifyProtocolError(f"malformed event stream: {exc}") from exc
         finally:
             response.close()
+
+    async def _rest(self, response: aiohttp.ClientResponse, seconds: float) -> None:
+        """Leave the stream unread for `seconds`: the kernel holds what arrives meanwhile."""
+        transport = response.connection.transport if response.connection is not None else None
+        if transport is None:
+            return
+        transport.pause_reading()
+        try:
+            await self._sleep(seconds)
+        finally:
+            if not transport.is_closing():
+                transport.resume_reading()
 
 
 @contextmanager

@@ -59,6 +59,8 @@ HOLD_SHARE = 0.5
 # Text that has been quiet this long at the end of a hold has probably stopped: Dify's message_end tends
 # to follow its last text after a short pause, so the hold goes on once more for it.
 QUIET = 0.15
+# Dify's stream rests unread until this long before the chat's next slot, so the slot finds the latest text.
+READ_AHEAD = 0.2
 
 Outcome = Literal["ok", "again", "transient"]  # taken; try again at once (after any pause); back off
 
@@ -182,6 +184,16 @@ class StreamRenderer:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reader
         return self.stats
+
+    def read_pause(self) -> float:
+        """Seconds Dify's stream may rest unread: text arriving meanwhile could not be shown any sooner.
+
+        Once the chat shows the answer, nothing new can go out before the next slot; reading resumes
+        READ_AHEAD before it (and stays on through the slot's hold), so each frame still shows the latest
+        text and an end arriving near the slot goes straight out as the final frame."""
+        if not self._sent or self._finished.is_set():
+            return 0.0
+        return self._throttle.delay() - READ_AHEAD
 
     def interrupt(self, error: BotError) -> None:
         """Stop reading and finish with the partial text plus a line saying why (shutdown, Stop pressed)."""
