@@ -8,6 +8,7 @@ Telegram's. Prints edits per answer, latencies, 429s, CPU seconds and peak RSS o
 
 BENCH_PROFILE=out.txt samples the bot with py-spy (`pip install py-spy`) over the measured answers only and
 writes collapsed stacks there (one "frame;frame;... count" line each; feed them to a flame graph tool).
+py-spy cannot follow uvloop's C loop: add EVENT_LOOP=asyncio to profile Python's frames.
 """
 
 from __future__ import annotations
