@@ -74,11 +74,12 @@ async def ask(dify: DifyClient, settings: Settings) -> str:
     reducer = AnswerReducer(mode=mode, workflow_output=settings.dify_workflow_output)
     outcome: Done | Failed | None = None
     async with asyncio.timeout(ASK_TIMEOUT):
-        async with contextlib.aclosing(dify.stream(query=QUESTION, user=user, inputs=inputs)) as events:
-            async for event in events:
-                for reply in reducer.feed(event):
-                    if isinstance(reply, Done | Failed):
-                        outcome = reply
+        async with contextlib.aclosing(dify.stream_batches(query=QUESTION, user=user, inputs=inputs)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    for reply in reducer.feed(event):
+                        if isinstance(reply, Done | Failed):
+                            outcome = reply
                 if outcome is not None:
                     break
         for reply in reducer.finish():

@@ -265,11 +265,7 @@ class ReplyStream:
                         if attempt.stale:
                             break
                     # Saved before the replies go out: a reader may stop at the answer's end in this batch.
-                    if (
-                        not attempt.stale
-                        and attempt.reducer.conversation_id != attempt.saved_id
-                        and await self._save_returned_id(attempt)
-                    ):
+                    if not attempt.stale and await self._save_returned_id(attempt):
                         yield ContextReset()  # chatflows swap an unknown id for a new one silently
                     for reply in joined_text(replies):
                         yield reply

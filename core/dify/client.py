@@ -8,7 +8,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import aclosing, contextmanager
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,24 +247,6 @@ class DifyClient:
 
     # ---- streaming ------------------------------------------------------------------------------
 
-    async def stream(
-        self,
-        *,
-        query: str,
-        user: str,
-        conversation_id: str | None = None,
-        inputs: Mapping[str, Any] | None = None,
-        files: Sequence[Mapping[str, Any]] = (),
-    ) -> AsyncGenerator[StreamEvent, None]:
-        """Stream one answer event by event (see `stream_batches`)."""
-        batches = self.stream_batches(
-            query=query, user=user, conversation_id=conversation_id, inputs=inputs, files=files
-        )
-        async with aclosing(batches):
-            async for batch in batches:
-                for event in batch:
-                    yield event
-
     async def stream_batches(
         self,
         *,
@@ -281,52 +263,7 @@ class DifyClient:
         `pause()`, asked after every read, gives the seconds the reader has no use for new text (a chat
         that cannot be edited sooner): reading the connection rests that long (at most `MAX_READ_PAUSE`),
         so what Dify sends meanwhile arrives as one read instead of one wake-up per token."""
-        mode = await self.app_mode()
-        body: dict[str, Any] = {"inputs": dict(inputs or {}), "user": user, "response_mode": "streaming"}
-        if files:
-            body["files"] = [dict(item) for item in files]
-        if mode == WORKFLOW_MODE:
-            body["inputs"].setdefault(self._workflow_input, query)
-            path = "/workflows/run"
-        elif mode in CHAT_MODES:
-            body.update(query=query, conversation_id=conversation_id or "", auto_generate_name=False)
-            path = "/chat-messages"
-        else:
-            raise DifyAppUnavailable(f"app mode {mode!r} is not supported", code="unsupported_mode")
-        async for batch in self._stream(path, body, pause):
-            yield batch
-
-    async def _open(self, path: str, body: Mapping[str, Any]) -> aiohttp.ClientResponse:
-        """POST and return an open 200 event-stream response, retrying what is safe to retry."""
-        attempt = 0
-        error: DifyError
-        while True:
-            try:
-                with _transport_errors(f"POST {path}"):
-                    response = await self.session.post(
-                        f"{self._base_url}{path}", json=body, headers=self._headers(), timeout=self._timeout
-                    )
-            except DifyTransportError as exc:
-                error = exc
-            else:
-                if response.status == 200:
-                    return response
-                try:
-                    error = await _error_from_response(response)
-                finally:
-                    response.release()
-            if not error.retryable or attempt >= len(self._retry_delays):
-                raise error
-            if isinstance(error, DifyAppBusy) and not _retry_busy.get():
-                raise error
-            delay = self._retry_delays[attempt]
-            attempt += 1
-            log.warning("dify %s failed (%r), retry %d in %.1fs", path, error, attempt, delay)
-            await self._sleep(delay)
-
-    async def _stream(
-        self, path: str, body: Mapping[str, Any], pause: ReadPause | None
-    ) -> AsyncGenerator[list[StreamEvent], None]:
+        path, body = self._request(await self.app_mode(), query, user, conversation_id, inputs, files)
         response = await self._open(path, body)
         try:
             _not_an_html_page(response, f"POST {path}")
@@ -362,6 +299,55 @@ class DifyClient:
                 raise DifyProtocolError(f"malformed event stream: {exc}") from exc
         finally:
             response.close()
+
+    def _request(
+        self,
+        mode: str,
+        query: str,
+        user: str,
+        conversation_id: str | None,
+        inputs: Mapping[str, Any] | None,
+        files: Sequence[Mapping[str, Any]],
+    ) -> tuple[str, dict[str, Any]]:
+        """The path and body that ask an app of `mode` for a streamed answer."""
+        body: dict[str, Any] = {"inputs": dict(inputs or {}), "user": user, "response_mode": "streaming"}
+        if files:
+            body["files"] = [dict(item) for item in files]
+        if mode == WORKFLOW_MODE:
+            body["inputs"].setdefault(self._workflow_input, query)
+            return "/workflows/run", body
+        if mode in CHAT_MODES:
+            body.update(query=query, conversation_id=conversation_id or "", auto_generate_name=False)
+            return "/chat-messages", body
+        raise DifyAppUnavailable(f"app mode {mode!r} is not supported", code="unsupported_mode")
+
+    async def _open(self, path: str, body: Mapping[str, Any]) -> aiohttp.ClientResponse:
+        """POST and return an open 200 event-stream response, retrying what is safe to retry."""
+        attempt = 0
+        error: DifyError
+        while True:
+            try:
+                with _transport_errors(f"POST {path}"):
+                    response = await self.session.post(
+                        f"{self._base_url}{path}", json=body, headers=self._headers(), timeout=self._timeout
+                    )
+            except DifyTransportError as exc:
+                error = exc
+            else:
+                if response.status == 200:
+                    return response
+                try:
+                    error = await _error_from_response(response)
+                finally:
+                    response.release()
+            if not error.retryable or attempt >= len(self._retry_delays):
+                raise error
+            if isinstance(error, DifyAppBusy) and not _retry_busy.get():
+                raise error
+            delay = self._retry_delays[attempt]
+            attempt += 1
+            log.warning("dify %s failed (%r), retry %d in %.1fs", path, error, attempt, delay)
+            await self._sleep(delay)
 
     async def _rest(self, response: aiohttp.ClientResponse, seconds: float) -> None:
         """Leave the stream unread for `seconds`: the kernel holds what arrives meanwhile."""

@@ -47,8 +47,9 @@ async def run(
     reducer = AnswerReducer(mode=await client.app_mode(), workflow_output=workflow_output)
     out: list[ReplyEvent] = []
     try:
-        async for event in client.stream(query=query, user=user, conversation_id=conversation_id):
-            out += reducer.feed(event)
+        async for batch in client.stream_batches(query=query, user=user, conversation_id=conversation_id):
+            for event in batch:
+                out += reducer.feed(event)
     except errors.DifyError as exc:
         out += reducer.fail(exc)
     out += reducer.finish()

@@ -40,8 +40,9 @@ async def run(dify: FakeDify, *, query: str = "hello", conversation_id: str | No
         reducer = AnswerReducer(mode=await client.app_mode())
         out: list[ReplyEvent] = []
         try:
-            async for event in client.stream(query=query, user=USER, conversation_id=conversation_id):
-                out += reducer.feed(event)
+            async for batch in client.stream_batches(query=query, user=USER, conversation_id=conversation_id):
+                for event in batch:
+                    out += reducer.feed(event)
         except errors.DifyError as exc:
             out += reducer.fail(exc)
         return out + reducer.finish()
