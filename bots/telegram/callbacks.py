@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiogram import Bot, Router
-from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRetryAfter
 from aiogram.types import CallbackQuery, InaccessibleMessage, InlineKeyboardMarkup, Message
 
 from bots.telegram.addressing import GROUP_TYPES, group_key, private_key, topic_of
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_NOTICE = 200  # answerCallbackQuery's text limit (characters)
+MARKUP_ATTEMPTS = 3  # a buttons edit tried this often through flood limits
+MARKUP_MAX_WAIT = 10  # seconds of "retry after" worth waiting for a buttons edit
 
 
 def build_callback_router(ctx: TelegramContext) -> Router:
@@ -145,14 +147,26 @@ async def respond(bot: Bot, query: CallbackQuery, notice: str = "") -> None:
 
 
 async def _set_markup(bot: Bot, message: Message, markup: InlineKeyboardMarkup | None) -> None:
-    """Change a message's buttons (None: remove them); a keyboard already so is fine."""
-    try:
-        await bot.edit_message_reply_markup(chat_id=message.chat.id, message_id=message.message_id, reply_markup=markup)
-    except TelegramBadRequest as exc:
-        if "message is not modified" not in exc.message.lower():
-            log.info("could not change the buttons of message %s: %s", message.message_id, exc.message)
-    except (TelegramAPIError, *UNREACHABLE) as exc:
-        log.info("could not change the buttons of message %s: %s", message.message_id, type(exc).__name__)
+    """Change a message's buttons (None: remove them); a keyboard already so is fine. A flood limit is
+    waited out (briefly): the press was accepted, so its buttons must show it."""
+    for _ in range(MARKUP_ATTEMPTS):
+        try:
+            await bot.edit_message_reply_markup(
+                chat_id=message.chat.id, message_id=message.message_id, reply_markup=markup
+            )
+            return
+        except TelegramRetryAfter as exc:
+            if exc.retry_after > MARKUP_MAX_WAIT:
+                log.info("could not change the buttons of message %s: flood limit", message.message_id)
+                return
+            await asyncio.sleep(exc.retry_after)
+        except TelegramBadRequest as exc:
+            if "message is not modified" not in exc.message.lower():
+                log.info("could not change the buttons of message %s: %s", message.message_id, exc.message)
+            return
+        except (TelegramAPIError, *UNREACHABLE) as exc:
+            log.info("could not change the buttons of message %s: %s", message.message_id, type(exc).__name__)
+            return
 
 
 def _accessible(message: Message | InaccessibleMessage) -> Message | None:
