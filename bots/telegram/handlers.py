@@ -17,6 +17,7 @@ from bots.telegram.addressing import GROUP_TYPES, Addressed, addressed_query, ch
 from bots.telegram.admins import admin_check
 from bots.telegram.albums import AlbumCollector
 from bots.telegram.files import has_files, incoming_files
+from bots.telegram.filters import on_loop
 from bots.telegram.reactions import AckReactions
 from bots.telegram.surface import TelegramSurface
 from core.answering import AnswerPipeline
@@ -156,7 +157,7 @@ def build_router(ctx: TelegramContext) -> Router:
         if outcome != "stopped":  # a stopped answer says so itself
             await _say(ctx, bot, message, notice)
 
-    @router.message(F.text.startswith("/"))
+    @router.message(on_loop(F.text.startswith("/")))
     async def unknown_command(message: Message, bot: Bot) -> None:
         me = await bot.me()
         command = (message.text or "").split(maxsplit=1)[0]
@@ -167,7 +168,7 @@ def build_router(ctx: TelegramContext) -> Router:
             return  # unaddressed commands in groups may belong to other bots
         await _say(ctx, bot, message, text("unknown_command", _lang(message)))
 
-    @router.message(F.text)
+    @router.message(on_loop(F.text))
     async def on_text(message: Message, bot: Bot) -> None:
         addressed = addressed_query(message, me=await bot.me())
         if addressed is None:
@@ -180,7 +181,7 @@ def build_router(ctx: TelegramContext) -> Router:
             return
         await answer(ctx, bot, message, addressed.query)
 
-    @router.message(F.func(has_files))
+    @router.message(on_loop(has_files))
     async def on_file(message: Message, bot: Bot) -> None:
         if message.media_group_id:
             await on_album_part(ctx, bot, message)
@@ -193,7 +194,7 @@ def build_router(ctx: TelegramContext) -> Router:
             return
         await answer(ctx, bot, message, addressed.query, attachments=incoming_files(message, bot))
 
-    @router.message(F.migrate_to_chat_id)
+    @router.message(on_loop(F.migrate_to_chat_id))
     async def migrated(message: Message, bot: Bot) -> None:
         """The group became a supergroup: its conversation continues there."""
         assert message.migrate_to_chat_id is not None
@@ -207,7 +208,7 @@ def build_router(ctx: TelegramContext) -> Router:
         except BotError as exc:
             log.warning("could not move the conversation of chat %s: %r", message.chat.id, exc)
 
-    @router.message(F.chat.type == "private")
+    @router.message(on_loop(F.chat.type == "private"))
     async def non_text(message: Message, bot: Bot) -> None:
         await _say(ctx, bot, message, text("empty_message", _lang(message)))
 
