@@ -113,6 +113,8 @@ class Journal:
         self._renewer: asyncio.Task[None] | None = None
         self._claimer: asyncio.Task[None] | None = None
         self._recoveries: set[asyncio.Task[None]] = set()
+        self._dirty: dict[JournalWriter, None] = {}  # answers with frames to write, in order
+        self._flusher: asyncio.Task[None] | None = None
 
     # ---- lease ----------------------------------------------------------------------------------
 
@@ -137,6 +139,10 @@ class Journal:
     async def close(self) -> None:
         """Stop claiming and renewing, and give the lease up (answers left are then orphans)."""
         await self.stop_claiming()
+        if self._flusher is not None and not self._flusher.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._flusher), OP_TIMEOUT)
+            self._flusher.cancel()
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -150,6 +156,34 @@ class Journal:
     def open(self, *, chat: ChatKey, origin: Mapping[str, Any]) -> JournalWriter:
         """Start journaling one answer (the write happens in the background)."""
         return JournalWriter(self, chat=chat, origin=origin)
+
+    def _schedule(self, writer: JournalWriter) -> None:
+        self._dirty[writer] = None
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="journal writes")
+
+    async def _flush(self) -> None:
+        """Write the pending fields of every answer, one pipeline per round trip: the frames of all answers
+        in flight share it instead of taking a round trip each."""
+        await asyncio.sleep(0)  # frames delivered at the same moment go together
+        while self._dirty:
+            writers, self._dirty = list(self._dirty), {}
+            landed = asyncio.get_running_loop().create_future()
+            batch = [(writer, fields) for writer in writers if (fields := writer._take(landed))]
+            if not batch:
+                landed.set_result(None)
+                continue
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for writer, fields in batch:
+                        pipe.hset(writer._key, mapping=cast("Mapping[Any, Any]", fields))
+                    await asyncio.wait_for(pipe.execute(), OP_TIMEOUT)
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+                log.warning("answer journal unavailable for %d answers: %r", len(batch), exc)
+                for writer, _ in batch:
+                    writer._broken = True
+            finally:
+                landed.set_result(None)
 
     # ---- claiming -------------------------------------------------------------------------------
 
@@ -252,7 +286,8 @@ class Journal:
 class JournalWriter:
     """One answer's entry: written when it starts, on each delivered frame (coalesced), deleted at the end.
 
-    Writes run in the background, at most one at a time; a failing Redis disables the entry, never the answer."""
+    Frames are written in the background by the journal, in one pipeline with other answers' frames; a
+    failing Redis disables the entry, never the answer."""
 
     def __init__(self, journal: Journal, *, chat: ChatKey, origin: Mapping[str, Any]) -> None:
         self._journal = journal
@@ -264,11 +299,23 @@ class JournalWriter:
         self._broken = False
         self._closed = False
         self._has_text = False
-        self._writing: asyncio.Task[None] | None = None
+        self._landing: asyncio.Future[None] | None = None  # the journal's write holding our last fields
 
     async def begin(self) -> None:
         """Write the entry before Dify is asked, so that a crash from here on finds it."""
-        await self._write()
+        fields, self._pending = self._pending, {}
+        try:
+            async with self._journal.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(self._key, mapping=cast("Mapping[Any, Any]", fields))
+                pipe.expire(self._key, ENTRY_TTL)
+                pipe.sadd(self._journal.keys.journal_index(), self.answer_id)
+                await asyncio.wait_for(pipe.execute(), OP_TIMEOUT)
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            log.warning("answer journal unavailable for this answer: %r", exc)
+            self._broken = True
+            return
+        self._created = True
+        self._kick()  # anything noted meanwhile
 
     def frame(self, index: int, handle: Any, markdown: str, final: bool) -> None:
         """The renderer delivered a frame to message `index` (the renderer's on_frame hook)."""
@@ -291,40 +338,26 @@ class JournalWriter:
             yield event
 
     def _kick(self) -> None:
-        if not self._created or self._broken or self._closed:
-            return  # before begin() there is nothing to update; after a failure, no journal for this answer
-        if self._writing is not None and not self._writing.done():
-            return
-        self._writing = asyncio.create_task(self._write(), name=f"journal {self.answer_id}")
+        if self._created and not self._broken and not self._closed and self._pending:
+            self._journal._schedule(self)  # before begin() there is nothing to update; after a failure, no journal
 
-    async def _write(self) -> None:
-        redis = self._journal.redis
-        while self._pending and not self._closed:
-            fields, self._pending = self._pending, {}
-            mapping = cast("Mapping[Any, Any]", fields)
-            try:
-                if self._created:  # one command: a frame is written several times a second across answers
-                    await asyncio.wait_for(redis.hset(self._key, mapping=mapping), OP_TIMEOUT)
-                    continue
-                async with redis.pipeline(transaction=False) as pipe:
-                    pipe.hset(self._key, mapping=mapping)
-                    pipe.expire(self._key, ENTRY_TTL)
-                    pipe.sadd(self._journal.keys.journal_index(), self.answer_id)
-                    await asyncio.wait_for(pipe.execute(), OP_TIMEOUT)
-                self._created = True
-            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-                log.warning("answer journal unavailable for this answer: %r", exc)
-                self._broken = True
-                return
+    def _take(self, landing: asyncio.Future[None]) -> dict[str, str]:
+        """The fields to write now (none once closed or broken); `landing` completes when they are written."""
+        if self._closed or self._broken:
+            return {}
+        fields, self._pending = self._pending, {}
+        if fields:
+            self._landing = landing
+        return fields
 
     async def close(self) -> None:
         """The answer reached its final frame: drop the entry."""
         self._closed = True
         self._pending = {}
-        writing = self._writing
-        if writing is not None and not writing.done():
+        landing = self._landing
+        if landing is not None and not landing.done():  # a write still on its way must not revive the entry
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(writing), OP_TIMEOUT)
+                await asyncio.wait_for(asyncio.shield(landing), OP_TIMEOUT)
         if self._created:
             await self._journal.clear(self.answer_id)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -77,6 +80,43 @@ async def test_a_finished_answer_leaves_nothing(redis: Redis, key_prefix: str) -
     await writer.close()
     await owner.close()
     assert [key async for key in redis.scan_iter(match=f"{key_prefix}:*")] == []
+
+
+class CountingRedis(Redis):
+    """A real client that counts the pipelines it opens."""
+
+    pipelines = 0
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        self.pipelines += 1
+        return super().pipeline(transaction, shard_hint)
+
+
+async def test_frames_of_many_answers_share_one_round_trip(redis_url: str, key_prefix: str) -> None:
+    client = CountingRedis.from_url(redis_url, decode_responses=True)
+    try:
+        owner = journal(client, key_prefix)
+        writers = [owner.open(chat=CHAT, origin={"query": f"q{n}"}) for n in range(30)]
+        for writer in writers:
+            await writer.begin()
+        client.pipelines = 0
+        for n, writer in enumerate(writers):
+            writer.frame(0, 100 + n, f"Hello {n}", False)
+        await settle(owner)
+        assert client.pipelines == 1
+        for n, writer in enumerate(writers):
+            assert json.loads(await client.hget(owner.keys.journal_entry(writer.answer_id), "m0")) == [
+                100 + n,
+                f"Hello {n}",
+                False,
+            ]
+        for writer in writers:
+            writer.frame(0, 1, "the end", True)
+            await writer.close()  # a write on its way lands before the entry goes, never after
+        await settle(owner)
+        assert [key async for key in client.scan_iter(match=f"{key_prefix}:*")] == []
+    finally:
+        await client.aclose()
 
 
 async def test_a_live_owner_keeps_its_answers(redis: Redis, key_prefix: str) -> None:
