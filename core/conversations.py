@@ -126,6 +126,11 @@ class ConversationStore:
         self._ticket_ttl = ticket_ttl
         self._clock = clock
         self._local: dict[str, _LocalQueue] = {}
+        # Sent by digest (EVALSHA), loaded again by redis-py when a restarted server has forgotten them.
+        self._renew_script = redis.register_script(_RENEW)
+        self._release_script = redis.register_script(_RELEASE)
+        self._leave_script = redis.register_script(_LEAVE)
+        self._enter_script = redis.register_script(_ENTER)
 
     @property
     def redis(self) -> Redis:
@@ -292,9 +297,9 @@ class ConversationLock:
             await asyncio.gather(self._renewer, return_exceptions=True)
         try:
             if self.held:
-                await guard_store(self._store.redis.eval(_RELEASE, 1, self._key, self._token))
+                await guard_store(self._store._release_script(keys=[self._key], args=[self._token]))
             elif self._ticket:
-                await guard_store(self._store.redis.eval(_LEAVE, 2, self._queue, self._alive, self._token))
+                await guard_store(self._store._leave_script(keys=[self._queue, self._alive], args=[self._token]))
         except StoreUnavailable:
             log.warning("could not release %s; it expires by itself", self._key)
         finally:
@@ -335,16 +340,9 @@ class ConversationLock:
         store = self._store
         self._ticket = True
         granted: Any = await guard_store(
-            store.redis.eval(
-                _ENTER,
-                3,
-                self._key,
-                self._queue,
-                self._alive,
-                self._token,
-                self._order,
-                int(store._ticket_ttl * 1000),
-                int(store._lease * 1000),
+            store._enter_script(
+                keys=[self._key, self._queue, self._alive],
+                args=[self._token, self._order, int(store._ticket_ttl * 1000), int(store._lease * 1000)],
             )
         )
         self._ticket = not granted
@@ -355,7 +353,7 @@ class ConversationLock:
         while True:
             await asyncio.sleep(self._store._lease / 3)
             try:
-                owned = await guard_store(self._store.redis.eval(_RENEW, 1, self._key, self._token, lease_ms))
+                owned = await guard_store(self._store._renew_script(keys=[self._key], args=[self._token, lease_ms]))
             except StoreUnavailable:
                 log.warning("could not renew %s", self._key)
                 continue
