@@ -60,7 +60,10 @@ HOLD_SHARE = 0.5
 # to follow its last text after a short pause, so the hold goes on once more for it.
 QUIET = 0.15
 # Dify's stream rests unread until this long before the chat's next slot, so the slot finds the latest text.
-READ_AHEAD = 0.2
+READ_AHEAD = 0.05
+# From then on, through the slot's hold, it is read this often: the hold only waits for the end, which is
+# then seen this much later at most, while a token-by-token read would wake every layer for each token.
+SLOT_READ_REST = 0.1
 
 Outcome = Literal["ok", "again", "transient"]  # taken; try again at once (after any pause); back off
 
@@ -120,6 +123,8 @@ class StreamRenderer:
             self._frames, self.stats, lang=lang, show_sources=show_sources, show_usage=show_usage
         )
         self._sent = SentMessages()
+        self._showing_text = False  # the chat shows some of the answer (not just a placeholder)
+        self._paced = False  # the stream's reader asks read_pause() how long it may rest
         self._changed = Flag()
         self._has_text = Flag()
         self._finished = Flag()
@@ -189,11 +194,12 @@ class StreamRenderer:
         """Seconds Dify's stream may rest unread: text arriving meanwhile could not be shown any sooner.
 
         Once the chat shows the answer, nothing new can go out before the next slot; reading resumes
-        READ_AHEAD before it (and stays on through the slot's hold), so each frame still shows the latest
-        text and an end arriving near the slot goes straight out as the final frame."""
-        if not self._sent or self._finished.is_set():
+        READ_AHEAD before it and goes on in steps of SLOT_READ_REST through the slot's hold, so each frame
+        still shows the latest text and an end arriving near the slot goes out as the final frame."""
+        self._paced = True
+        if not self._showing_text or self._finished.is_set():
             return 0.0
-        return self._throttle.delay() - READ_AHEAD
+        return max(self._throttle.delay() - READ_AHEAD, SLOT_READ_REST)
 
     def interrupt(self, error: BotError) -> None:
         """Stop reading and finish with the partial text plus a line saying why (shutdown, Stop pressed)."""
@@ -265,7 +271,6 @@ class StreamRenderer:
         started = self._clock()
         frames = self._frames
         backoff = BACKOFF_FIRST
-        showing_text = False  # the chat already shows some of the answer (not just a placeholder)
         held = False  # this slot's interim frame has waited its hold
         while not self._finished.is_set() and not self._blocked:
             if not self._sent and not frames.has_text and not self._placeholder:
@@ -290,7 +295,7 @@ class StreamRenderer:
             if delay > 0:
                 await self._wait(self._finished, delay)
                 continue
-            if showing_text and not held and self._hold > 0:
+            if self._showing_text and not held and self._hold > 0:
                 held = True  # a final arriving meanwhile takes the open slot (the loop ends)
                 await self._wait(self._finished, self._hold)
                 await self._linger()
@@ -319,17 +324,19 @@ class StreamRenderer:
                 self._changed.set()  # retry the frame at the next slot
             else:
                 backoff = BACKOFF_FIRST
-                showing_text = not status_only
+                self._showing_text = not status_only
                 if self._sent.first_difference(parts, final=status_only) is not None:
                     self._changed.set()  # a rollover needs a second operation
 
     async def _linger(self) -> None:
         """End of a hold: go on while the text still flows; if it stopped, the end may be near, so wait
         for it once more (an interim frame now would make the final wait a whole slot)."""
+        # A paced reader takes text in steps of SLOT_READ_REST here: it shows up that much later than it flows.
+        quiet = QUIET + SLOT_READ_REST if self._paced else QUIET
         quiet_for = self._clock() - self._text_at
-        if quiet_for < QUIET:
+        if quiet_for < quiet:
             self._text_arrived.clear()
-            await wait_either(self._text_arrived, self._finished, QUIET - quiet_for)
+            await wait_either(self._text_arrived, self._finished, quiet - quiet_for)
             if self._text_arrived.is_set():
                 return
         await self._wait(self._finished, self._hold)
