@@ -20,6 +20,7 @@ from aiohttp import web
 from bots import registry
 from bots.core_stack import CoreStack, open_core
 from bots.front_door import DoorServices, FrontDoor, FrontDoorPlugin, RecoveringDoor, ReportingDoor
+from bots.heap import settle_after_startup
 from bots.metrics import Metrics
 from bots.web_errors import error_middleware
 from core.answering import AnswerPipeline, AnswerReport
@@ -259,6 +260,7 @@ async def run_service(config: Config, *, only: frozenset[str] = frozenset()) -> 
     except OSError as exc:
         print(f"dify-bots: {cannot_listen(config, exc)}", file=sys.stderr)
         return 1
+    settle_after_startup()
     try:
         await stop.wait()
         log.info("shutting down")
