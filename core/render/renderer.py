@@ -61,9 +61,6 @@ HOLD_SHARE = 0.5
 QUIET = 0.15
 # Dify's stream rests unread until this long before the chat's next slot, so the slot finds the latest text.
 READ_AHEAD = 0.05
-# From then on, through the slot's hold, it is read this often: the hold only waits for the end, which is
-# then seen this much later at most, while a token-by-token read would wake every layer for each token.
-SLOT_READ_REST = 0.1
 
 Outcome = Literal["ok", "again", "transient"]  # taken; try again at once (after any pause); back off
 
@@ -124,7 +121,6 @@ class StreamRenderer:
         )
         self._sent = SentMessages()
         self._showing_text = False  # the chat shows some of the answer (not just a placeholder)
-        self._paced = False  # the stream's reader asks read_pause() how long it may rest
         self._changed = Flag()
         self._has_text = Flag()
         self._finished = Flag()
@@ -193,13 +189,12 @@ class StreamRenderer:
     def read_pause(self) -> float:
         """Seconds Dify's stream may rest unread: text arriving meanwhile could not be shown any sooner.
 
-        Once the chat shows the answer, nothing new can go out before the next slot; reading resumes
-        READ_AHEAD before it and goes on in steps of SLOT_READ_REST through the slot's hold, so each frame
-        still shows the latest text and an end arriving near the slot goes out as the final frame."""
-        self._paced = True
+        Once the chat shows answer text, nothing new can go out before the next slot; reading resumes
+        READ_AHEAD before it (and stays on through the slot's hold), so each frame still shows the latest
+        text and an end arriving near the slot goes straight out as the final frame."""
         if not self._showing_text or self._finished.is_set():
             return 0.0
-        return max(self._throttle.delay() - READ_AHEAD, SLOT_READ_REST)
+        return self._throttle.delay() - READ_AHEAD
 
     def interrupt(self, error: BotError) -> None:
         """Stop reading and finish with the partial text plus a line saying why (shutdown, Stop pressed)."""
@@ -331,12 +326,10 @@ class StreamRenderer:
     async def _linger(self) -> None:
         """End of a hold: go on while the text still flows; if it stopped, the end may be near, so wait
         for it once more (an interim frame now would make the final wait a whole slot)."""
-        # A paced reader takes text in steps of SLOT_READ_REST here: it shows up that much later than it flows.
-        quiet = QUIET + SLOT_READ_REST if self._paced else QUIET
         quiet_for = self._clock() - self._text_at
-        if quiet_for < quiet:
+        if quiet_for < QUIET:
             self._text_arrived.clear()
-            await wait_either(self._text_arrived, self._finished, quiet - quiet_for)
+            await wait_either(self._text_arrived, self._finished, QUIET - quiet_for)
             if self._text_arrived.is_set():
                 return
         await self._wait(self._finished, self._hold)
