@@ -350,7 +350,8 @@ class ConversationLock:
 
     async def _renew(self) -> None:
         lease_ms = int(self._store._lease * 1000)
-        while True:
+        # A cancellation swallowed inside redis-py's wait_for (Python 3.11) must not keep release() waiting.
+        while not self._released:
             await asyncio.sleep(self._store._lease / 3)
             try:
                 owned = await guard_store(self._store._renew_script(keys=[self._key], args=[self._token, lease_ms]))

@@ -125,14 +125,15 @@ class Journal:
 
     async def _renew_once(self) -> None:
         try:
-            await asyncio.wait_for(
-                self.redis.set(self.keys.journal_owner(self.owner), "1", px=int(self.lease * 1000)), OP_TIMEOUT
-            )
+            async with asyncio.timeout(OP_TIMEOUT):
+                await self.redis.set(self.keys.journal_owner(self.owner), "1", px=int(self.lease * 1000))
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             log.warning("could not renew the journal lease: %r", exc)
 
     async def _renew(self) -> None:
-        while True:
+        # Python 3.11's wait_for (redis-py sends through it) can swallow a cancellation: the loop also ends
+        # once it is no longer this journal's renewer, so stopping it never waits forever.
+        while self._renewer is asyncio.current_task():
             await asyncio.sleep(self.lease / 3)
             await self._renew_once()
 
@@ -143,11 +144,11 @@ class Journal:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._flusher), OP_TIMEOUT)
             self._flusher.cancel()
-        if self._renewer is not None:
-            self._renewer.cancel()
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-            self._renewer = None
+                await renewer
             with contextlib.suppress(RedisError, RedisClusterException, OSError, TimeoutError):
                 await asyncio.wait_for(self.redis.delete(self.keys.journal_owner(self.owner)), OP_TIMEOUT)
 
@@ -193,18 +194,18 @@ class Journal:
         self._claimer = asyncio.create_task(self._claim_loop(recover, frozenset(platforms), every), name="journal")
 
     async def stop_claiming(self) -> None:
-        if self._claimer is not None:
-            self._claimer.cancel()
+        claimer, self._claimer = self._claimer, None
+        if claimer is not None:
+            claimer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._claimer
-            self._claimer = None
+                await claimer
         if self._recoveries:
             await asyncio.wait(self._recoveries, timeout=OP_TIMEOUT * 5)
         for task in list(self._recoveries):
             task.cancel()
 
     async def _claim_loop(self, recover: Recover, platforms: frozenset[str], every: float) -> None:
-        while True:
+        while self._claimer is asyncio.current_task():  # see _renew
             try:
                 for entry in await self.claim_orphans(platforms=platforms):
                     task = asyncio.create_task(self._finish(entry, recover), name=f"recover {entry.answer_id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -186,3 +187,24 @@ async def test_redis_down_never_fails_the_answer(key_prefix: str) -> None:
             await owner.claim_orphans(platforms={"telegram"})
     finally:
         await broken.aclose()
+
+
+async def test_close_returns_even_when_a_renewal_swallows_its_cancellation(redis: Redis, key_prefix: str) -> None:
+    owner = journal(redis, key_prefix, lease=0.03)
+    await owner.start()
+
+    async def swallowing() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # as Python 3.11's wait_for may, inside redis-py
+            await asyncio.sleep(1.0)
+
+    async def ending() -> None:
+        raise asyncio.CancelledError
+
+    owner._renew_once = swallowing  # type: ignore[method-assign]
+    await asyncio.sleep(0.05)  # the renewer is inside a renewal now
+    closing = asyncio.create_task(owner.close())
+    done, _ = await asyncio.wait({closing}, timeout=0.5)
+    if closing not in done:
+        owner._renew_once = ending  # type: ignore[method-assign]  # let the test end either way
+        await closing
+        pytest.fail("close() kept waiting for a renewer whose cancellation was swallowed")
