@@ -126,7 +126,8 @@ class AnswerReducer:
         if self._outcome is not None:
             return []
         out: list[ReplyEvent] = []
-        self._track_ids(event, out)
+        if self.task_id is None or self.message_id is None or self.conversation_id is None:
+            self._track_ids(event, out)  # once all are known (usually after the first event), no more lookups
         handler = getattr(self, "_on_" + event.name.replace("-", "_"), None)
         if handler is not None:
             handler(event, out)

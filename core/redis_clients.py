@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -15,6 +15,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.redis_pool import QuickBlockingPool
 from core.redis_urls import ClusterUrl, SentinelUrl
 
 MAX_CONNECTIONS = 50  # a burst of answers shares them: each new connection costs a handshake
@@ -52,16 +53,16 @@ def _connection_options() -> dict[str, Any]:
 
 def server_client(url: str, *, max_connections: int = MAX_CONNECTIONS) -> Redis:
     """One server: a blocking pool, so a burst waits for a connection instead of "Too many connections"."""
-    pool = BlockingConnectionPool.from_url(
+    pool = QuickBlockingPool.from_url(
         url, max_connections=max_connections, timeout=POOL_TIMEOUT, **_connection_options()
     )
     return Redis.from_pool(pool)  # closing the client closes the pool too
 
 
-class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+class BlockingSentinelPool(SentinelConnectionPool, QuickBlockingPool):
     """Sentinel's master discovery with BlockingConnectionPool's waiting (redis-py's Sentinel pool raises).
 
-    The MRO puts SentinelConnectionPool's address handling first and BlockingConnectionPool's
+    The MRO puts SentinelConnectionPool's address handling first and QuickBlockingPool's
     get_connection/release (which SentinelConnectionPool does not override) after it."""
 
 

@@ -1,4 +1,4 @@
-"""Light Bot API methods for the streaming hot path: sendMessage and editMessageText without per-call models.
+"""Light Bot API methods for the hot path: sendMessage, editMessageText and sendChatAction without models.
 
 aiogram's own method objects validate every entity as a pydantic model, serialise them field by field and
 parse the whole `Message` Telegram answers with; an answer edits its message every second, so those costs
@@ -20,7 +20,7 @@ from aiohttp import ClientError, ClientTimeout
 from pydantic import BaseModel, ConfigDict
 from yarl import URL
 
-__all__ = ["NO_PREVIEW_JSON", "EditText", "LeanSession", "SendText", "SentMessage", "form_body"]
+__all__ = ["NO_PREVIEW_JSON", "ChatAction", "EditText", "LeanSession", "SendText", "SentMessage", "form_body"]
 
 NO_PREVIEW_JSON = json.dumps({"is_disabled": True})
 _FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -78,12 +78,24 @@ class EditText(_LeanMethod, TelegramMethod[SentMessage | bool]):
     reply_markup: str | None = None  # an inline keyboard as JSON; none removes the message's keyboard
 
 
+class ChatAction(_LeanMethod, TelegramMethod[bool]):
+    """sendChatAction (the typing indicator every answer starts with)."""
+
+    __returning__: ClassVar[type] = bool
+    __api_method__: ClassVar[str] = "sendChatAction"
+
+    chat_id: int
+    action: str
+    message_thread_id: int | None = None
+
+
 # aiogram parses every answer as `Response[<the method's result type>]`, and pydantic keeps parametrised
 # models only weakly: without a lasting reference each call built the model anew (~2 % of the bot's CPU).
 PARSED_RESPONSES = (Response[SentMessage], Response[SentMessage | bool], Response[bool])
-# aiogram defers building its method models; these two are on every answer's path, so build them now.
+# aiogram defers building its method models; these are on every answer's path, so build them now.
 SendText.model_rebuild()
 EditText.model_rebuild()
+ChatAction.model_rebuild()
 
 
 def _quick_result(status: int, raw: bytes) -> SentMessage | bool | None:

@@ -28,7 +28,7 @@ from aiogram.types import (
     ReplyParameters,
 )
 
-from bots.telegram.fast_methods import NO_PREVIEW_JSON, EditText, SendText, SentMessage
+from bots.telegram.fast_methods import NO_PREVIEW_JSON, ChatAction, EditText, SendText, SentMessage
 from bots.telegram.keyboards import KeyboardCache
 from bots.telegram.markdown import TelegramText, measure_interim, plain, render_interim, render_markdown
 from core.controls.model import Controls
@@ -254,7 +254,7 @@ class TelegramSurface:
     async def typing(self) -> None:
         """Best effort: never raises."""
         try:
-            await self._bot.send_chat_action(chat_id=self.chat_id, action="typing", message_thread_id=self._thread_id)
+            await self._bot(ChatAction(chat_id=self.chat_id, action="typing", message_thread_id=self._thread_id))
         except TelegramMigrateToChat as exc:
             self._migrate(exc.migrate_to_chat_id)
         except (TelegramAPIError, *UNREACHABLE) as exc:

@@ -6,11 +6,9 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -19,6 +17,7 @@ from core.answer import TaskStarted, TextDelta
 from core.conversations import ChatKey
 from core.journal import Journal, JournalEntry
 from core.keys import RedisKeys
+from tests.fakes.counting_redis import CountingRedis
 
 CHAT = ChatKey(platform="telegram", scope="tg:1:42", user="tg-7")
 ORIGIN = {"message": {"message_id": 5, "chat": {"id": 42, "type": "private"}}, "query": "héllo"}
@@ -81,16 +80,6 @@ async def test_a_finished_answer_leaves_nothing(redis: Redis, key_prefix: str) -
     await writer.close()
     await owner.close()
     assert [key async for key in redis.scan_iter(match=f"{key_prefix}:*")] == []
-
-
-class CountingRedis(Redis):
-    """A real client that counts the pipelines it opens."""
-
-    pipelines = 0
-
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
-        self.pipelines += 1
-        return super().pipeline(transaction, shard_hint)
 
 
 async def test_frames_of_many_answers_share_one_round_trip(redis_url: str, key_prefix: str) -> None:

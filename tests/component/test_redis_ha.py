@@ -26,6 +26,7 @@ from core.keys import RedisKeys
 from core.redis_clients import cluster_client, sentinel_client
 from core.redis_connection import open_redis
 from core.redis_urls import ClusterUrl, SentinelUrl
+from core.shared_budgets import Interval, SharedBudgets
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -376,3 +377,14 @@ async def test_an_unreachable_cluster_is_one_sentence_without_passwords(tmp_path
             pass
     assert str(caught.value).startswith(f"cannot reach Redis at REDIS_URL redis+cluster://127.0.0.1:{port} (")
     assert MASTER_PASSWORD not in str(caught.value)
+
+
+async def test_shared_budgets_work_over_a_cluster(cluster_redis: Redis) -> None:
+    budgets = SharedBudgets(cluster_redis, RedisKeys(prefix="ha-budgets", app="ha"))
+    rate = Interval(ms=60_000)
+    scopes = [f"telegram:1:chat:{n}" for n in range(20)]  # keys spread over the cluster's nodes
+    assert await asyncio.gather(*(budgets.take(scope, rate) for scope in scopes)) == [0] * 20
+    waits = await asyncio.gather(*(budgets.take(scope, rate) for scope in scopes))
+    assert all(59_000 < wait <= 60_000 for wait in waits)
+    assert await budgets.take("telegram:1:chat:alone", rate) == 0
+    assert budgets.mode == "shared"

@@ -11,6 +11,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.surface import UpdateSurface
+from bots.telegram.fast_methods import LeanSession
 from bots.telegram.surface import TelegramSurface
 from core.render.surface import SurfaceMessageGone, SurfaceTransient
 from tests.fakes.slack import FakeSlack
@@ -99,3 +100,22 @@ async def test_slack_html_502_and_refused_connections_are_transient() -> None:
         await surface.edit(ts, "hello world", final=True)
         assert [m.text for m in slack.thread("C1", "1.000001")] == ["hello world"]
         assert [c.status for c in slack.calls if not c.ok] == [502]
+
+
+async def test_telegram_typing_goes_lean_and_follows_a_group_upgrade(telegram: FakeTelegram) -> None:
+    bot = Bot(TOKEN, session=LeanSession(api=TelegramAPIServer.from_base(telegram.url)))
+    try:
+        telegram.migrate_chat(GROUP, SUPERGROUP, announce=False)
+        surface = TelegramSurface(bot, chat_id=GROUP)
+        await surface.typing()  # refused in the old group: the answer moves to the supergroup
+        assert surface.chat_id == SUPERGROUP and surface.migrated_from == GROUP
+        await surface.typing()
+        await TelegramSurface(bot, chat_id=42, thread_id=7).typing()
+    finally:
+        await bot.session.close()
+    actions = [
+        (call.chat_id, call.params.get("action"), call.params.get("message_thread_id"), call.status)
+        for call in telegram.calls
+        if call.method == "sendChatAction"
+    ]
+    assert actions == [(GROUP, "typing", None, 400), (SUPERGROUP, "typing", None, 200), (42, "typing", 7, 200)]
