@@ -4,6 +4,7 @@ waits for a released one, and a connection the server dropped is made anew befor
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 from collections.abc import AsyncIterator
 
 import pytest
@@ -63,3 +64,18 @@ async def test_a_connection_the_server_dropped_is_made_anew(client: Redis, key_p
     await client.execute_command("CLIENT", "KILL", "ID", await client.client_id())
     assert await client.get(f"{key_prefix}:k") == "v"  # reconnected (or retried) without an error
     assert pool_of(client)._available_connections == [idle] and idle.is_connected
+
+
+async def test_new_connections_do_not_read_the_package_metadata(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[str] = []
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: lookups.append(name) or real_version(name))
+    redis = server_client(redis_url, max_connections=20)
+    try:
+        await asyncio.gather(*(redis.incr(f"{key_prefix}:n") for _ in range(100)))  # the burst fills the pool
+        assert len(redis.connection_pool._available_connections) == 20  # type: ignore[attr-defined]
+    finally:
+        await redis.aclose()
+    assert lookups == []
