@@ -8,11 +8,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from core.keys import RedisKeys
 
@@ -121,13 +121,11 @@ class Bucket:
 
 
 Rate = Interval | Bucket
-_Take = tuple[str, list[str | int], "asyncio.Future[int]"]  # budget key, script arguments, the answer
 
 
 class SharedBudgets:
-    """Atomic takes and pauses on budgets in Redis (one EVALSHA each; takes asked for while a round trip is
-    out share the next one); without Redis, every take is allowed (the caller's local budget still applies)
-    and `mode` says "local" until Redis answers again."""
+    """Atomic takes and pauses on budgets in Redis (one EVALSHA each); without Redis, every take is allowed
+    (the caller's local budget still applies) and `mode` says "local" until Redis answers again."""
 
     def __init__(
         self,
@@ -142,15 +140,11 @@ class SharedBudgets:
         self._clock = clock
         self._retry_redis = retry_redis
         self._call_timeout = call_timeout
-        self._redis = redis
-        self._cluster = isinstance(redis, RedisCluster)
         self._take = redis.register_script(TAKE)
         self._pause = redis.register_script(PAUSE)
         self.replica = uuid.uuid4().hex[:12]
         self.mode: Mode = "shared"
         self._local_until = float("-inf")
-        self._waiting: list[_Take] = []  # takes asked for while the previous round trip was out
-        self._sender: asyncio.Task[None] | None = None
 
     async def take(self, scope: str, rate: Rate, *, reserve: int = 0) -> int:
         """Spend one operation of `scope`'s budget now (0), or say how many ms to wait (nothing spent).
@@ -159,55 +153,7 @@ class SharedBudgets:
             args: list[str | int] = ["i", rate.ms, rate.margin_ms, 0, self.replica]
         else:
             args = ["b", max(1, round(rate.per_minute * 1000)), max(1, rate.burst), max(0, reserve), self.replica]
-        if self._is_local():
-            return 0
-        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((self._keys.budget(scope), args, answer))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_takes(), name="shared budget takes")
-        return await answer
-
-    async def _send_takes(self) -> None:
-        """Send the waiting takes, one pipeline per round trip: under load, the takes of every chat asked
-        for while a round trip was out go together in the next one instead of taking one each."""
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            results: list[int] | None = None
-            try:
-                if not self._is_local():
-                    async with asyncio.timeout(self._call_timeout):
-                        results = await self._take_all([(key, args) for key, args, _ in batch])
-                    self._shared_again()
-            except Exception as exc:  # Redis failures, and anything else: no caller may be left waiting
-                self._go_local(exc)
-            finally:
-                for index, (_, _, answer) in enumerate(batch):
-                    if not answer.done():  # its caller may have given up meanwhile
-                        answer.set_result(results[index] if results is not None else 0)
-
-    async def _take_all(self, takes: list[tuple[str, list[str | int]]]) -> list[int]:
-        if len(takes) == 1:
-            key, args = takes[0]
-            return [int(await self._take(keys=[key], args=args) or 0)]
-        if self._cluster:  # redis-py's cluster pipelines refuse EVALSHA
-            answers = await asyncio.gather(*(self._take(keys=[key], args=args) for key, args in takes))
-            return [int(answer or 0) for answer in answers]
-        results = await self._pipeline(takes)
-        if missing := [index for index, result in enumerate(results) if isinstance(result, NoScriptError)]:
-            # A new or failed-over server (or cluster node) does not know the script: those takes did not run.
-            await self._redis.script_load(TAKE)
-            for index, result in zip(missing, await self._pipeline([takes[i] for i in missing]), strict=True):
-                results[index] = result
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return [int(result or 0) for result in results]
-
-    async def _pipeline(self, takes: list[tuple[str, list[str | int]]]) -> list[Any]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, args in takes:
-                pipe.evalsha(self._take.sha, 1, key, *args)
-            return await pipe.execute(raise_on_error=False)
+        return await self._run(self._take, scope, args)
 
     async def pause(self, scope: str, ms: int) -> None:
         """The platform said "retry after": no replica takes from `scope` for `ms`."""
@@ -215,30 +161,21 @@ class SharedBudgets:
             await self._run(self._pause, scope, [int(ms)])
 
     async def _run(self, script: AsyncScript, scope: str, args: list[str | int]) -> int:
-        if self._is_local():
+        if self.mode == "local" and self._clock() < self._local_until:
             return 0
         try:
             async with asyncio.timeout(self._call_timeout):
                 result = await script(keys=[self._keys.budget(scope)], args=args)
         except FAILURES as exc:
-            self._go_local(exc)
+            if self.mode == "shared":
+                log.warning("rate budgets are local to this replica until Redis answers again: %s", _reason(exc))
+            self.mode = "local"
+            self._local_until = self._clock() + self._retry_redis
             return 0
-        self._shared_again()
-        return int(result or 0)
-
-    def _is_local(self) -> bool:
-        return self.mode == "local" and self._clock() < self._local_until
-
-    def _go_local(self, exc: BaseException) -> None:
-        if self.mode == "shared":
-            log.warning("rate budgets are local to this replica until Redis answers again: %s", _reason(exc))
-        self.mode = "local"
-        self._local_until = self._clock() + self._retry_redis
-
-    def _shared_again(self) -> None:
         if self.mode == "local":
             log.info("rate budgets are shared through Redis again")
             self.mode = "shared"
+        return int(result or 0)
 
 
 def _reason(exc: BaseException) -> str:

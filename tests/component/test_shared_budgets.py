@@ -17,7 +17,6 @@ from redis.asyncio import Redis
 from core.keys import RedisKeys, hash_source
 from core.redis_clients import server_client
 from core.shared_budgets import Bucket, Interval, SharedBudgets
-from tests.fakes.counting_redis import CountingRedis
 
 
 @pytest.fixture
@@ -92,28 +91,12 @@ async def test_a_pause_by_one_replica_holds_the_other(replicas: tuple[SharedBudg
     assert await first.take("slack:T1:chat.stopStream", Interval(ms=100)) == 0
 
 
-async def test_takes_asked_together_share_one_round_trip(redis_url: str, keys: RedisKeys) -> None:
-    client = CountingRedis.from_url(redis_url, decode_responses=True)
-    try:
-        budgets = SharedBudgets(client, keys)
-        rate = Interval(ms=60_000)
-        assert await budgets.take("alone", rate) == 0  # a take on its own is one EVALSHA, no pipeline
-        assert client.pipelines == 0
-        assert await asyncio.gather(*(budgets.take(f"chat:{n}", rate) for n in range(30))) == [0] * 30
-        assert client.pipelines == 1
-        waits = await asyncio.gather(*(budgets.take(f"chat:{n}", rate) for n in range(30)))
-        assert all(59_000 < wait <= 60_000 for wait in waits)  # each chat's own slot, taken exactly once
-        assert client.pipelines == 2
-    finally:
-        await client.aclose()
-
-
-async def test_a_batch_on_a_server_without_the_script_loads_it_and_takes_once(
+async def test_takes_on_a_server_without_the_script_load_it_and_take_once(
     own_redis: RedisProcess, own_client: Redis, keys: RedisKeys
 ) -> None:
     budgets = SharedBudgets(own_client, keys)
     rate = Bucket(per_minute=6, burst=2)
-    # A fresh server has never seen the script: the batch answers NOSCRIPT, nothing is spent, one retry.
+    # A fresh server has never seen the script: it answers NOSCRIPT, nothing is spent, the script is loaded.
     assert await asyncio.gather(*(budgets.take(f"s{n}", rate) for n in range(5))) == [0] * 5
     await own_client.script_flush()  # as after a restart or failover to a server without it
     assert await asyncio.gather(*(budgets.take(f"s{n}", rate) for n in range(5))) == [0] * 5
