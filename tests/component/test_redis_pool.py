@@ -1,17 +1,20 @@
 """QuickBlockingPool on a real Redis: idle connections come and go on the short path, a burst past the cap
-waits for a released one, and a connection the server dropped is made anew before it is used."""
+queues for released ones (handed over first come first served, or a clear error after the pool timeout),
+and a connection the server dropped is made anew before it is used."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.metadata
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.redis_clients import server_client
-from core.redis_pool import QuickBlockingPool
+from core.redis_pool import QuickBlockingPool, QuickSend
 
 
 @pytest.fixture
@@ -42,20 +45,60 @@ async def test_a_burst_past_the_cap_waits_for_released_connections(client: Redis
     pool = pool_of(client)
     results = await asyncio.wait_for(asyncio.gather(*(client.incr(f"{key_prefix}:n") for _ in range(200))), 10)
     assert sorted(results) == list(range(1, 201))
-    assert len(pool._available_connections) == 3 and not pool._in_use_connections and pool._waiting == 0
+    assert len(pool._available_connections) == 3 and not pool._in_use_connections and pool.waiting == 0
+    assert not pool._condition.locked()  # the burst queued without redis-py's condition
 
 
-async def test_a_release_on_the_short_path_wakes_a_waiting_caller(client: Redis) -> None:
+async def test_a_release_hands_the_connection_to_the_first_waiting_caller(client: Redis) -> None:
     pool = pool_of(client)
     held = [await pool.get_connection() for _ in range(3)]
-    waiting = asyncio.create_task(pool.get_connection())
+    first = asyncio.create_task(pool.get_connection())
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(pool.get_connection())
     await asyncio.sleep(0.05)
-    assert not waiting.done() and pool._waiting == 1
+    assert not first.done() and not second.done() and pool.waiting == 2
+    released = held.pop()
+    await pool.release(released)
+    handed = await asyncio.wait_for(first, 1)  # not the pool's 10 s timeout
+    assert handed is released and not second.done()
     await pool.release(held.pop())
-    handed = await asyncio.wait_for(waiting, 1)  # not the pool's 10 s timeout
+    held.append(await asyncio.wait_for(second, 1))
     for connection in (*held, handed):
         await pool.release(connection)
-    assert pool._waiting == 0 and len(pool._available_connections) == 3
+    assert pool.waiting == 0 and len(pool._available_connections) == 3 and not pool._in_use_connections
+
+
+async def test_a_caller_past_the_cap_gets_a_clear_error_after_the_pool_timeout(redis_url: str) -> None:
+    redis = server_client(redis_url, max_connections=1)
+    pool = pool_of(redis)
+    pool.timeout = 0.05
+    try:
+        held = await pool.get_connection()
+        with pytest.raises(RedisConnectionError, match="No connection available"):
+            await pool.get_connection()
+        await pool.release(held)  # the timed-out caller is skipped: the connection goes back to the pool
+        assert pool._available_connections == [held] and not pool._in_use_connections and pool.waiting == 0
+    finally:
+        await redis.aclose()
+
+
+async def test_a_cancelled_caller_handed_a_connection_passes_it_on(redis_url: str) -> None:
+    redis = server_client(redis_url, max_connections=1)
+    pool = pool_of(redis)
+    try:
+        held = await pool.get_connection()
+        cancelled = asyncio.create_task(pool.get_connection())
+        later = asyncio.create_task(pool.get_connection())
+        await asyncio.sleep(0.05)
+        await pool.release(held)  # handed to `cancelled`, which is cancelled before it runs again
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert await asyncio.wait_for(later, 1) is held
+        await pool.release(held)
+        assert pool._available_connections == [held] and not pool._in_use_connections
+    finally:
+        await redis.aclose()
 
 
 async def test_a_connection_the_server_dropped_is_made_anew(client: Redis, key_prefix: str) -> None:
@@ -79,3 +122,24 @@ async def test_new_connections_do_not_read_the_package_metadata(
     finally:
         await redis.aclose()
     assert lookups == []
+
+
+async def test_commands_skip_the_timed_write_unless_the_socket_is_full(
+    client: Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timed: list[float] = []
+    real_wait_for = asyncio.wait_for
+
+    async def counting_wait_for(awaitable: Any, timeout: float | None) -> Any:
+        timed.append(timeout or 0.0)
+        return await real_wait_for(awaitable, timeout)
+
+    monkeypatch.setattr(asyncio, "wait_for", counting_wait_for)
+    for n in range(20):
+        await client.set(f"{key_prefix}:k", n)
+    assert timed == []  # small commands: written at once, no task and timer per command
+    big = "x" * (16 * 1024 * 1024)  # more than the socket buffers take at once
+    await client.set(f"{key_prefix}:big", big)
+    assert timed  # the rest drained under redis-py's socket timeout
+    assert await client.strlen(f"{key_prefix}:big") == len(big)
+    assert isinstance(pool_of(client)._available_connections[0], QuickSend)
