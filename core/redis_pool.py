@@ -68,6 +68,7 @@ class QuickBlockingPool(BlockingConnectionPool):
         super().__init__(*args, **kwargs)
         self.connection_class = quick_send_class(self.connection_class)
         self._queue: deque[asyncio.Future[AbstractConnection]] = deque()  # callers waiting past the cap
+        self._on_own_path = 0  # callers inside redis-py's get_connection, woken only by its release
 
     @property
     def waiting(self) -> int:
@@ -76,7 +77,11 @@ class QuickBlockingPool(BlockingConnectionPool):
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> AbstractConnection:
         if self._reshaping():
-            return await super().get_connection()  # type: ignore[no-untyped-call,no-any-return]
+            self._on_own_path += 1
+            try:
+                return await super().get_connection()  # type: ignore[no-untyped-call,no-any-return]
+            finally:
+                self._on_own_path -= 1
         if self.can_get_connection():
             connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]
         else:
@@ -112,7 +117,7 @@ class QuickBlockingPool(BlockingConnectionPool):
             if not waiter.done():
                 waiter.set_result(connection)  # it stays in use, by the next caller in line
                 return
-        if self._reshaping():
+        if self._reshaping() or self._on_own_path:
             await super().release(connection)  # wakes callers on redis-py's own path
             return
         self._in_use_connections.remove(connection)

@@ -143,3 +143,20 @@ async def test_commands_skip_the_timed_write_unless_the_socket_is_full(
     assert timed  # the rest drained under redis-py's socket timeout
     assert await client.strlen(f"{key_prefix}:big") == len(big)
     assert isinstance(pool_of(client)._available_connections[0], QuickSend)
+
+
+async def test_a_caller_on_redis_pys_own_path_is_woken_after_maintenance_ends(redis_url: str) -> None:
+    redis = server_client(redis_url, max_connections=1)
+    pool = pool_of(redis)
+    try:
+        held = await pool.get_connection()
+        pool._in_maintenance = True  # the server is reshaping the pool: new callers take redis-py's path
+        waiting = asyncio.create_task(pool.get_connection())
+        await asyncio.sleep(0.05)
+        pool._in_maintenance = False
+        await pool.release(held)
+        assert await asyncio.wait_for(waiting, 1) is held  # not the pool's 10 s timeout
+        await pool.release(held)
+        assert pool._available_connections == [held] and not pool._in_use_connections
+    finally:
+        await redis.aclose()
