@@ -38,10 +38,13 @@ async def ending_when_the_slot_opens(
         yield TextDelta("word ")
         await asyncio.sleep(0.02)
     await asyncio.sleep(quiet)
-    while throttle.delay() > 0:
+    # Fixed once: without a hold the writer takes each slot as it opens, so polling for an open slot
+    # could go on (and roll the text into a second message) for as long as the two keep meeting.
+    opens = loop.time() + max(throttle.delay(), 0.0)
+    while loop.time() < opens - 0.02:
         yield TextDelta("word ")
         await asyncio.sleep(0.02)
-    await asyncio.sleep(late)
+    await asyncio.sleep(opens - loop.time() + late)
     yield TextDelta("last.")
     await asyncio.sleep(lag)
     done_at.append(loop.time())
