@@ -1,6 +1,6 @@
 """Benchmark: N concurrent private chats through a real `dify-bots run` process against the fake Telegram.
 
-Run: python tests/perf/bench_telegram.py [--chats 200] [--seconds 10] [--chars 1500] [--spread 0]
+Run: python tests/perf/bench_telegram.py [--chats 200] [--seconds 10] [--chars 1500] [--spread 0] [--vary 0]
 
 The fake Dify streams a ~1,500-character answer over ~10 s to every chat at once; the bot (a separate
 process, so its CPU and memory are its own) long-polls the fake Telegram, whose flood rules are
@@ -70,13 +70,13 @@ def make_answer(chars: int, seed: int) -> str:
     return " ".join(words).strip()
 
 
-def streaming_reply(answers: dict[str, str], seconds: float, timeline: Timeline) -> Transcript:
-    """Each user's own answer, in 10-character chunks spread over `seconds`."""
+def streaming_reply(answers: dict[str, str], seconds: dict[str, float], timeline: Timeline) -> Transcript:
+    """Each user's own answer, in 10-character chunks spread over that user's `seconds`."""
 
     def build(ctx: ReplyContext) -> list[Step]:
         answer = answers[ctx.user]
         chunks = [answer[i : i + 10] for i in range(0, len(answer), 10)]
-        gap = seconds / max(1, len(chunks))
+        gap = seconds[ctx.user] / max(1, len(chunks))
         ev = Events(ctx)
         steps: list[Step] = [Mark(lambda: timeline.first_chunk.__setitem__(ctx.user, time.monotonic()))]
         for chunk in chunks:
@@ -140,11 +140,19 @@ async def stop_profiler(spy: asyncio.subprocess.Process | None) -> None:
     await asyncio.wait_for(spy.wait(), 30)
 
 
-async def run(chats: int, seconds: float, chars: int, spread: float = 0.0) -> dict[str, Any]:
+def length_factor(n: int, chats: int, vary: float) -> float:
+    """Chat `n`'s answer length (and streaming time) as a share of the nominal one: evenly from 1 - vary to
+    1 + vary across the chats, so with vary > 0 the answers end at every phase of the edit cadence."""
+    return 1.0 - vary + 2 * vary * (n + 0.5) / chats
+
+
+async def run(chats: int, seconds: float, chars: int, spread: float = 0.0, vary: float = 0.0) -> dict[str, Any]:
     timeline = Timeline()
-    answers = {f"tg-{1000 + n}": make_answer(chars, n) for n in range(chats)}
+    factors = {f"tg-{1000 + n}": length_factor(n, chats, vary) for n in range(chats)}
+    answers = {user: make_answer(round(chars * factor), n) for n, (user, factor) in enumerate(factors.items())}
+    durations = {user: seconds * factor for user, factor in factors.items()}
     async with FakeDify() as dify, FakeTelegram(token=TOKEN) as telegram:
-        reply = streaming_reply(answers, seconds, timeline)
+        reply = streaming_reply(answers, durations, timeline)
         dify.default_reply = lambda ctx: reply
         data_dir = tempfile.mkdtemp(prefix="bench-telegram-")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DIFY_", "TELEGRAM_", "SLACK_", "OPENAI_"))}
@@ -176,6 +184,7 @@ async def run(chats: int, seconds: float, chars: int, spread: float = 0.0) -> di
             # One warm-up answer first: aiogram builds its pydantic models lazily on first use, a one-off
             # cost per process that would otherwise be charged to the measured answers.
             answers["tg-999"] = make_answer(200, 999)
+            durations["tg-999"] = seconds
             telegram.push_update(telegram.message_update(chat_id=999, user_id=999, text="warm up"))
             while not (telegram.visible_texts(999) and not telegram.visible_texts(999)[-1].endswith("▌")):
                 await asyncio.sleep(0.05)
@@ -263,12 +272,19 @@ def main() -> None:
         help="seconds over which the questions arrive (0: all at once, so every answer streams in step and "
         "the final-frame latencies of one run all share one phase of the edit cadence)",
     )
+    parser.add_argument(
+        "--vary",
+        type=float,
+        default=0.0,
+        help="spread of answer lengths as a share of --chars (0.1: from 90 %% to 110 %%, streamed at the same pace), "
+        "so the answers end at every phase of the edit cadence and the final-frame latencies sample all of them",
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.chats, args.seconds, args.chars, args.spread))
+    result = asyncio.run(run(args.chats, args.seconds, args.chars, args.spread, args.vary))
     n = result["chats"]
     print(
-        f"chats: {n}, answer ≈{args.chars} chars over {args.seconds:g} s each, private chats, polling, "
-        f"questions over {args.spread:g} s"
+        f"chats: {n}, answer ≈{args.chars} chars over {args.seconds:g} s each (±{100 * args.vary:g} %), "
+        f"private chats, polling, questions over {args.spread:g} s"
     )
     print(f"complete and exact:           {result['complete']}/{n} ({100 * result['complete'] / n:.0f} %)")
     print(f"429 answered by fake Telegram: {result['rate_limited']}")
